@@ -1,0 +1,76 @@
+// Package testenv gives tests the real peers they need (gpg, sq, rnp, swtpm,
+// zbarimg, qrencode, mkfs.vfat, mtools, losetup, …). A test that needs a
+// tool calls RequireTool: the tool is installed from Debian's packages when it
+// is missing, and the test fails — it never skips — when that cannot be done.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+)
+
+var aptMu sync.Mutex
+var aptUpdated bool
+
+// RequireTool returns the path of the named command, installing the Debian
+// package pkg when the command is not on PATH. It fails the test when the
+// tool cannot be had.
+func RequireTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if err := aptInstall(pkg); err != nil {
+		t.Fatalf("testenv: %s is missing and apt-get install %s failed: %v", name, pkg, err)
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("testenv: %s still missing after installing %s", name, pkg)
+	}
+	return p
+}
+
+func aptInstall(pkg string) error {
+	aptMu.Lock()
+	defer aptMu.Unlock()
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if !aptUpdated {
+		cmd := exec.Command("apt-get", "update", "-qq")
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return &cmdError{"apt-get update", err, out}
+		}
+		aptUpdated = true
+	}
+	cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return &cmdError{"apt-get install " + pkg, err, out}
+	}
+	return nil
+}
+
+// RequireRoot fails the test when it does not run as root (CI runs as root;
+// loop devices need it).
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("testenv: this test needs root (loop devices); CI runs as root")
+	}
+}
+
+type cmdError struct {
+	what string
+	err  error
+	out  []byte
+}
+
+func (e *cmdError) Error() string {
+	out := e.out
+	if len(out) > 2000 {
+		out = out[len(out)-2000:]
+	}
+	return e.what + ": " + e.err.Error() + "\n" + string(out)
+}
