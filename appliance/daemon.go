@@ -1,0 +1,330 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"coffre/hsm"
+	"coffre/ingest/qr"
+	"coffre/ingest/usb"
+)
+
+// Daemon is a running coffred: an open appliance, its sources and its
+// control socket.
+type Daemon struct {
+	a   *Appliance
+	cfg *Config
+	log *slog.Logger
+
+	sem chan struct{} // bounds the uploads in flight
+	wg  sync.WaitGroup
+
+	mu       sync.Mutex
+	seen     map[string]string // source file → fingerprint already processed
+	qrDec    map[string]*qr.Decoder
+	inflight map[string]*Inflight
+	lastErrs []Event
+	stored   int
+	replays  int
+	rejected int
+}
+
+// Inflight is an upload (or a QR transfer filling up) in progress.
+type Inflight struct {
+	Source  string    `json:"source"`
+	What    string    `json:"what"`
+	Percent float64   `json:"percent"`
+	Started time.Time `json:"started"`
+}
+
+// Event is a notable outcome shown on the console.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Source string    `json:"source"`
+	Error  string    `json:"error"`
+	Advice string    `json:"advice,omitempty"`
+}
+
+// RunDaemon runs coffred until ctx is cancelled: self-tests, keys, drives,
+// catalog recovery, then the sources and the control socket. On
+// cancellation it stops taking new uploads, lets those in flight finish, and
+// closes everything.
+func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
+	log := newLogger(logOut, cfg.LogLevel)
+	pass, err := readPassphrase(cfg.Keystore.PassphraseFile)
+	if err != nil {
+		return err
+	}
+	a, err := Open(cfg.State, OpenOptions{
+		Keystore:    hsm.Config{Backend: cfg.Keystore.Backend, Passphrase: pass, Production: cfg.Production, Device: cfg.Keystore.Device},
+		Drives:      cfg.Drives,
+		WriteQuorum: cfg.WriteQuorum,
+		Log:         log,
+	})
+	clear(pass)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	workers := cfg.Workers
+	if workers == 0 {
+		workers = runtime.NumCPU()
+	}
+	d := &Daemon{a: a, cfg: cfg, log: log, sem: make(chan struct{}, workers),
+		seen: map[string]string{}, qrDec: map[string]*qr.Decoder{}, inflight: map[string]*Inflight{}}
+	ctl, err := ListenControl(cfg.Socket, d.handlers(), log)
+	if err != nil {
+		return err
+	}
+	ctlDone := make(chan struct{})
+	go func() { ctl.Serve(ctx); close(ctlDone) }()
+	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers)
+
+	tick := time.NewTicker(cfg.Sources.Poll.Duration)
+	defer tick.Stop()
+	for {
+		d.pollOnce(ctx)
+		select {
+		case <-ctx.Done():
+			log.Info("coffred stopping: finishing the uploads in flight")
+			d.wg.Wait()
+			<-ctlDone
+			log.Info("coffred stopped", "stored", d.stored, "replays", d.replays, "rejected", d.rejected)
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func readPassphrase(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: passphrase file: %w", err)
+	}
+	return bytes.TrimRight(b, "\r\n"), nil
+}
+
+// pollOnce looks at every source once.
+func (d *Daemon) pollOnce(ctx context.Context) {
+	for _, dir := range d.cfg.Sources.QRDirs {
+		d.pollQR(ctx, dir)
+	}
+	for _, dir := range d.cfg.Sources.USBDirs {
+		d.pollUSBDir(ctx, dir)
+	}
+	for _, dev := range d.cfg.Sources.USBDevices {
+		d.pollUSBDevice(ctx, dev)
+	}
+}
+
+// fresh reports whether a source file is new or changed since it was last
+// processed, and marks it.
+func (d *Daemon) fresh(path string, fi os.FileInfo) bool {
+	fp := fmt.Sprintf("%d/%d", fi.Size(), fi.ModTime().UnixNano())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen[path] == fp {
+		return false
+	}
+	d.seen[path] = fp
+	return true
+}
+
+func (d *Daemon) pollQR(ctx context.Context, dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		d.event(dir, err, "check that the camera spool directory exists")
+		return
+	}
+	d.mu.Lock()
+	dec := d.qrDec[dir]
+	if dec == nil {
+		dec = qr.NewDecoder(qr.Limits{})
+		d.qrDec[dir] = dec
+	}
+	d.mu.Unlock()
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if !e.IsDir() && isImage(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		fi, err := os.Stat(p)
+		if err != nil || !d.fresh(p, fi) {
+			continue
+		}
+		texts, err := qr.DecodeFile(p)
+		if err != nil {
+			d.log.Debug("qr: no frame in image", "file", p, "err", err)
+			continue
+		}
+		for _, t := range texts {
+			pr, err := dec.AddFrame(t)
+			if err != nil {
+				continue
+			}
+			d.setInflight("qr:"+pr.Transfer.String(), &Inflight{Source: dir, What: "QR transfer " + pr.Transfer.String(), Percent: pr.Percent})
+		}
+		for _, m := range dec.Completed() {
+			d.clearInflight("qr:" + m.Transfer.String())
+			d.dispatch(ctx, "qr "+dir+" transfer "+m.Transfer.String(), func() (io.ReadCloser, error) {
+				return io.NopCloser(bytes.NewReader(m.Data)), nil
+			})
+		}
+	}
+}
+
+func isImage(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".png", ".jpg", ".jpeg":
+		return true
+	}
+	return false
+}
+
+func (d *Daemon) pollUSBDir(ctx context.Context, dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		d.event(dir, err, "check that the USB spool directory exists")
+		return
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
+		if err != nil || strings.HasPrefix(e.Name(), ".") || !d.fresh(p, fi) {
+			continue
+		}
+		d.ingestBundle(ctx, p)
+	}
+}
+
+func (d *Daemon) pollUSBDevice(ctx context.Context, dev string) {
+	fi, err := os.Stat(dev)
+	if err != nil {
+		return // no stick plugged in
+	}
+	if d.fresh(dev, fi) {
+		d.ingestBundle(ctx, dev)
+	}
+}
+
+// ingestBundle reads a USB bundle (in a limited child process for images and
+// devices) and ingests each envelope in it.
+func (d *Daemon) ingestBundle(ctx context.Context, path string) {
+	b, err := usb.Open(path, usb.Limits{})
+	if err != nil {
+		d.event(path, err, "the stick or image was refused; nothing was stored from it")
+		return
+	}
+	for _, e := range b.Entries() {
+		name := e.Name
+		d.dispatch(ctx, "usb "+path+" "+name, func() (io.ReadCloser, error) { return b.Open(name) })
+	}
+	d.wg.Wait()
+	b.Close()
+}
+
+// dispatch runs one upload on a worker.
+func (d *Daemon) dispatch(ctx context.Context, source string, open func() (io.ReadCloser, error)) {
+	select {
+	case d.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer func() { <-d.sem; d.wg.Done() }()
+		d.setInflight(source, &Inflight{Source: source, What: "storing"})
+		defer d.clearInflight(source)
+		rc, err := open()
+		if err != nil {
+			d.reject(source, err)
+			return
+		}
+		defer rc.Close()
+		// A cancelled daemon still finishes this upload: the append is
+		// short and abandoning it halfway is what the drive format avoids.
+		res, err := d.a.Ingest(context.WithoutCancel(ctx), rc)
+		if err != nil {
+			d.reject(source, err)
+			return
+		}
+		d.mu.Lock()
+		if res.Replay {
+			d.replays++
+		} else {
+			d.stored++
+		}
+		d.mu.Unlock()
+		if res.Replay {
+			d.log.Info("upload already stored (replay)", "source", source, "upload", res.UploadID, "record", res.Index)
+		}
+	}()
+}
+
+func (d *Daemon) reject(source string, err error) {
+	d.mu.Lock()
+	d.rejected++
+	d.mu.Unlock()
+	d.event(source, err, adviceFor(err))
+}
+
+func (d *Daemon) event(source string, err error, advice string) {
+	d.log.Warn("upload rejected", "source", source, "err", err)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastErrs = append(d.lastErrs, Event{Time: time.Now().UTC(), Source: source, Error: err.Error(), Advice: advice})
+	if len(d.lastErrs) > 20 {
+		d.lastErrs = d.lastErrs[len(d.lastErrs)-20:]
+	}
+}
+
+func adviceFor(err error) string {
+	switch {
+	case errors.Is(err, ErrNoRoster):
+		return "hold the genesis ceremony: coffre ceremony genesis"
+	case errors.Is(err, ErrVersionExists):
+		return "the user must upload a new version number"
+	}
+	return "nothing was stored from this upload; ask the courier to resend it"
+}
+
+func (d *Daemon) setInflight(k string, f *Inflight) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old := d.inflight[k]; old != nil {
+		f.Started = old.Started
+	} else {
+		f.Started = time.Now().UTC()
+	}
+	d.inflight[k] = f
+}
+
+func (d *Daemon) clearInflight(k string) {
+	d.mu.Lock()
+	delete(d.inflight, k)
+	d.mu.Unlock()
+}

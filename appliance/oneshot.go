@@ -1,0 +1,120 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"coffre/ingest/qr"
+	"coffre/ingest/usb"
+	"coffre/storage"
+	"coffre/storage/catalog"
+)
+
+// Outcome is what became of one upload of a one-shot ingest.
+type Outcome struct {
+	Source string        `json:"source"`
+	Result *IngestResult `json:"result,omitempty"`
+	Error  string        `json:"error,omitempty"`
+}
+
+// IngestQRDir decodes every frame image in dir, rebuilds the transfers and
+// ingests each completed one. progress is called as transfers fill.
+func (a *Appliance) IngestQRDir(ctx context.Context, dir string, progress func(qr.Progress)) ([]Outcome, error) {
+	msgs, err := qr.ReadDir(dir, qr.Limits{}, progress)
+	if err != nil && len(msgs) == 0 {
+		return nil, err
+	}
+	var out []Outcome
+	for _, m := range msgs {
+		src := fmt.Sprintf("qr %s", dir)
+		res, err := a.Ingest(ctx, bytes.NewReader(m))
+		out = append(out, outcome(src, res, err))
+	}
+	return out, err
+}
+
+// IngestBundle reads a USB bundle (directory, image or device; images and
+// devices in a limited child process) and ingests every envelope in it.
+func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, error) {
+	b, err := usb.Open(path, usb.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	var out []Outcome
+	for _, e := range b.Entries() {
+		src := fmt.Sprintf("usb %s %s", path, e.Name)
+		rc, err := b.Open(e.Name)
+		if err != nil {
+			out = append(out, outcome(src, nil, err))
+			continue
+		}
+		res, err := a.Ingest(ctx, rc)
+		rc.Close()
+		out = append(out, outcome(src, res, err))
+	}
+	return out, nil
+}
+
+// IngestFile ingests one envelope file.
+func (a *Appliance) IngestFile(ctx context.Context, path string) (Outcome, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer f.Close()
+	res, err := a.Ingest(ctx, f)
+	return outcome(path, res, err), nil
+}
+
+func outcome(src string, res *IngestResult, err error) Outcome {
+	o := Outcome{Source: src, Result: res}
+	if err != nil {
+		o.Error = err.Error()
+	}
+	return o
+}
+
+// Scrub checks every record on every drive and rewrites damaged ones from a
+// verified copy on another drive.
+func (a *Appliance) Scrub(ctx context.Context, progress func(done, total uint64)) (storage.ScrubReport, error) {
+	return a.vault.Scrub(ctx, progress)
+}
+
+// RebuildCatalog recreates the catalog from one drive replica (any drive of
+// the vault, read-only) and returns the new catalog's digest. Drive and job
+// states are carried over from the old catalog when it is readable.
+func RebuildCatalog(state string, o OpenOptions, drive string) ([32]byte, int, error) {
+	// The catalog itself may be what is broken: open without it.
+	o.NoDrives, o.NoCatalog = true, true
+	a, err := Open(state, o)
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
+	defer a.Close()
+	key, err := a.ks.Unseal(keyCatalog)
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
+	defer clear(key)
+	n := 0
+	scan := func(fn func(idx uint64, meta []byte) error) error {
+		return storage.ScanDrive(drive, a.recordKey, func(h storage.Header, meta []byte) error {
+			if h.Type == storage.TypeCheckpoint {
+				return nil
+			}
+			n++
+			return fn(h.Index, meta)
+		})
+	}
+	c, err := catalog.Rebuild(filepath.Join(state, catalogDir), key, scan, a.Log)
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
+	defer c.Close()
+	d, err := c.Digest()
+	return d, n, err
+}

@@ -1,0 +1,307 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"coffre/appliance/receipt"
+	"coffre/bailiff"
+	"coffre/ingest/envelope"
+	"coffre/internal/fsutil"
+	"coffre/storage"
+	"coffre/storage/catalog"
+)
+
+// bufferLimit is the largest item re-encrypted into memory so that several
+// uploads can be prepared in parallel and committed as one batch; larger
+// items stream straight through to the drives.
+const bufferLimit = 1 << 20
+
+// Pipeline errors callers (and the operator's console) tell apart.
+var (
+	// ErrNoRoster: no genesis ceremony yet, so no escrow key can be made.
+	ErrNoRoster = errors.New("appliance: no bailiff roster yet: run `coffre ceremony genesis` first")
+	// ErrVersionExists: a new version never overwrites an old one.
+	ErrVersionExists = errors.New("appliance: this item version is already stored; a new version must have a higher number")
+)
+
+// IngestResult says what became of one upload.
+type IngestResult struct {
+	UploadID string `json:"upload_id"`
+	UserID   string `json:"user_id"`
+	ItemID   string `json:"item_id"`
+	Version  uint32 `json:"version"`
+	Kind     string `json:"kind"`
+	Size     int64  `json:"size"`
+	Index    uint64 `json:"index"`
+	// Replay is true when the upload was already stored (re-fed frames or
+	// a stick plugged twice): nothing was written.
+	Replay      bool   `json:"replay"`
+	ReceiptPath string `json:"receipt_path,omitempty"`
+	Receipt     []byte `json:"-"`
+}
+
+// Ingest runs one envelope through the pipeline: the courier signature and
+// replay checks, transport decryption (streamed, bounded memory),
+// re-encryption to the user's escrow key (created on the user's first
+// upload), a replicated append acknowledged on the write quorum, the catalog,
+// and a receipt. On any error nothing of the upload is stored.
+func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error) {
+	if a.vault == nil {
+		return nil, errors.New("appliance: opened without drives")
+	}
+	up, err := envelope.Open(r, envelope.OpenParams{
+		IngestKeys: a.ingest,
+		Couriers:   a.couriers,
+		Seen:       a.seen,
+	})
+	if err != nil {
+		if errors.Is(err, envelope.ErrReplay) {
+			return a.replayResult(err)
+		}
+		return nil, err
+	}
+	m := up.Manifest
+	res := &IngestResult{UploadID: up.UploadID, UserID: up.UserID, ItemID: m.ItemID, Version: m.Version, Kind: m.Kind, Size: m.Size}
+
+	release, err := a.claimUpload(up.UploadID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	unlock := a.lockUser(up.UserID)
+	defer unlock()
+
+	if err := a.checkVersion(up.UserID, m.ItemID, m.Version); err != nil {
+		return nil, err
+	}
+	esc, err := a.escrowFor(ctx, up.UserID)
+	if err != nil {
+		return nil, err
+	}
+	meta := catalog.Meta{
+		Kind:        catalog.KindItem,
+		UserID:      up.UserID,
+		ItemID:      m.ItemID,
+		Version:     m.Version,
+		UploadID:    up.UploadID,
+		ItemKind:    m.Kind,
+		ContentType: m.ContentType,
+		Size:        m.Size,
+		Digest:      m.Digest,
+		Algorithms:  bailiff.ItemAlgorithms,
+	}
+	if len(m.Beneficiaries) > 0 {
+		meta.Attrs = map[string]string{"beneficiaries": designationsAttr(m.Beneficiaries)}
+	}
+	var body io.Reader
+	if m.Size <= bufferLimit {
+		var buf bytes.Buffer
+		if _, err := bailiff.SealItem(&buf, esc.Public, up.Content); err != nil {
+			return nil, fmt.Errorf("appliance: upload %s: %w", up.UploadID, err)
+		}
+		body = &buf
+	} else {
+		pr, pw := io.Pipe()
+		go func() {
+			_, err := bailiff.SealItem(pw, esc.Public, up.Content)
+			pw.CloseWithError(err)
+		}()
+		defer pr.Close()
+		body = pr
+	}
+	idx, err := a.commit(ctx, storage.TypeItem, meta, body)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: upload %s not stored: %w", up.UploadID, err)
+	}
+	res.Index = idx
+	if err := a.issueReceipt(res); err != nil {
+		return nil, err
+	}
+	a.Log.Info("upload stored", "upload", up.UploadID, "user", up.UserID, "item", m.ItemID, "version", m.Version, "record", idx)
+	return res, nil
+}
+
+func designationsAttr(ds []envelope.Designation) string {
+	var b bytes.Buffer
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		fmt.Fprintf(&b, "%s|%s|%s", d.Name, d.Email, d.Fingerprint)
+	}
+	return b.String()
+}
+
+// seen backs the envelope's replay check with the catalog.
+func (a *Appliance) seen(uploadID string) (bool, error) {
+	_, found, err := a.cat.Upload(uploadID)
+	return found, err
+}
+
+// replayResult answers a re-fed upload with its existing receipt.
+func (a *Appliance) replayResult(err error) (*IngestResult, error) {
+	var re *envelope.Error
+	id := ""
+	if errors.As(err, &re) {
+		id = re.UploadID
+	}
+	if id == "" {
+		return nil, err
+	}
+	idx, found, cerr := a.cat.Upload(id)
+	if cerr != nil || !found {
+		return nil, err
+	}
+	e, cerr := a.cat.Get(idx)
+	if cerr != nil {
+		return nil, err
+	}
+	res := &IngestResult{UploadID: id, UserID: e.Meta.UserID, ItemID: e.Meta.ItemID, Version: e.Meta.Version, Kind: e.Meta.ItemKind, Size: e.Meta.Size, Index: idx, Replay: true}
+	res.ReceiptPath = a.receiptPath(id)
+	res.Receipt, _ = os.ReadFile(res.ReceiptPath)
+	return res, nil
+}
+
+// claimUpload makes sure one upload id is processed once at a time.
+func (a *Appliance) claimUpload(id string) (func(), error) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	if a.inflight == nil {
+		a.inflight = map[string]bool{}
+	}
+	if a.inflight[id] {
+		return nil, fmt.Errorf("appliance: upload %s is already being stored", id)
+	}
+	a.inflight[id] = true
+	return func() {
+		a.inflightMu.Lock()
+		delete(a.inflight, id)
+		a.inflightMu.Unlock()
+	}, nil
+}
+
+func (a *Appliance) lockUser(user string) func() {
+	a.mu.Lock()
+	m := a.userMu[user]
+	if m == nil {
+		m = &sync.Mutex{}
+		a.userMu[user] = m
+	}
+	a.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+func (a *Appliance) checkVersion(user, item string, version uint32) error {
+	entries, err := a.cat.Items(user)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Meta.Kind == catalog.KindItem && e.Meta.ItemID == item && e.Meta.Version == version {
+			return fmt.Errorf("%w (user %s, item %s, version %d is record %d)", ErrVersionExists, user, item, version, e.Index)
+		}
+	}
+	return nil
+}
+
+// commit appends one record, indexes it and returns its index.
+func (a *Appliance) commit(ctx context.Context, t storage.RecordType, meta catalog.Meta, body io.Reader) (uint64, error) {
+	mb, err := catalog.EncodeMeta(meta)
+	if err != nil {
+		return 0, err
+	}
+	if body == nil {
+		body = bytes.NewReader(nil)
+	}
+	idx, err := a.vault.Append(ctx, storage.Record{Type: t, Meta: mb, Body: body})
+	if err != nil {
+		return 0, err
+	}
+	if err := a.cat.Index(idx[0], meta); err != nil {
+		// The record is durable; the catalog catches up at the next start.
+		a.Log.Error("catalog: indexing a stored record failed; it will be indexed at the next start", "record", idx[0], "err", err)
+	}
+	return idx[0], nil
+}
+
+func (a *Appliance) receiptPath(uploadID string) string {
+	return filepath.Join(a.State, receiptsDir, uploadID+".tlog-proof")
+}
+
+// issueReceipt proves the record against the latest checkpoint and writes
+// the receipt to the receipts directory.
+func (a *Appliance) issueReceipt(res *IngestResult) error {
+	rc, err := a.Receipt(res.Index)
+	if err != nil {
+		return err
+	}
+	rc.Extra.UploadID, rc.Extra.UserID, rc.Extra.ItemID, rc.Extra.Version = res.UploadID, res.UserID, res.ItemID, res.Version
+	b, err := rc.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(a.State, receiptsDir), 0o700); err != nil {
+		return err
+	}
+	res.ReceiptPath = a.receiptPath(res.UploadID)
+	res.Receipt = b
+	return fsutil.WriteFileAtomic(res.ReceiptPath, b, 0o644)
+}
+
+// Receipt builds the inclusion proof of record idx against the latest
+// checkpoint.
+func (a *Appliance) Receipt(idx uint64) (*receipt.Receipt, error) {
+	cp := a.vault.Checkpoint()
+	c, err := storage.OpenCheckpoint(cp, a.verifier, a.ID.Origin)
+	if err != nil {
+		return nil, err
+	}
+	proof, err := a.vault.InclusionProof(idx, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := a.vault.LeafHash(idx)
+	if err != nil {
+		return nil, err
+	}
+	return &receipt.Receipt{Extra: receipt.Extra{Leaf: leaf}, Index: int64(idx), Proof: proof, Checkpoint: cp}, nil
+}
+
+// SealEnvelope is the online side in one call: the user's client seals the
+// item to the ingest key, the courier binds it with its signature, and the
+// envelope is written to path. The sealed part is buffered in a temporary
+// file on the online machine (never on the appliance).
+func SealEnvelope(path string, ingest, courier *openpgp.Entity, m envelope.Manifest, uploadID string, content io.Reader) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".sealed-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := envelope.SealItem(tmp, ingest, m, content); err != nil {
+		return err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := envelope.Bind(out, courier, m.UserID, uploadID, tmp); err != nil {
+		out.Close()
+		os.Remove(path)
+		return err
+	}
+	return out.Close()
+}
