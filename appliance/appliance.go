@@ -44,6 +44,8 @@ type Appliance struct {
 	roster  *bailiff.Roster
 	userMu  map[string]*sync.Mutex
 
+	escrowIdx map[string]uint64 // user → live escrow record (guarded by mu)
+
 	inflightMu sync.Mutex
 	inflight   map[string]bool // upload ids being stored
 }
@@ -146,8 +148,8 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if err := a.rememberDrives(); err != nil {
 		return nil, err
 	}
-	if id.Roster != 0 {
-		if _, err := a.Roster(); err != nil {
+	if a.cat != nil {
+		if _, err := a.Roster(); err != nil && !errors.Is(err, ErrNoRoster) {
 			return nil, err
 		}
 	}
@@ -257,6 +259,9 @@ func (a *Appliance) rememberDrives() error {
 
 // Close closes drives, catalog and keystore.
 func (a *Appliance) Close() error {
+	if a == nil {
+		return nil
+	}
 	var errs []error
 	if a.vault != nil {
 		errs = append(errs, a.vault.Close())
@@ -267,6 +272,7 @@ func (a *Appliance) Close() error {
 	if a.ks != nil {
 		errs = append(errs, a.ks.Close())
 	}
+	a.vault, a.cat, a.ks = nil, nil, nil
 	return errors.Join(errs...)
 }
 

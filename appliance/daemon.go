@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	_ "image/jpeg"
+	_ "image/png"
 	"io"
 	"log/slog"
 	"os"
@@ -67,7 +70,7 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		return err
 	}
 	a, err := Open(cfg.State, OpenOptions{
-		Keystore:    hsm.Config{Backend: cfg.Keystore.Backend, Passphrase: pass, Production: cfg.Production, Device: cfg.Keystore.Device},
+		Keystore:    hsm.Config{Backend: cfg.Keystore.Backend, Passphrase: pass, Production: cfg.Production, TPM: hsm.TPMOptions{Device: cfg.Keystore.Device}},
 		Drives:      cfg.Drives,
 		WriteQuorum: cfg.WriteQuorum,
 		Log:         log,
@@ -176,7 +179,7 @@ func (d *Daemon) pollQR(ctx context.Context, dir string) {
 		if err != nil || !d.fresh(p, fi) {
 			continue
 		}
-		texts, err := qr.DecodeFile(p)
+		texts, err := decodeImageFile(p)
 		if err != nil {
 			d.log.Debug("qr: no frame in image", "file", p, "err", err)
 			continue
@@ -239,7 +242,7 @@ func (d *Daemon) ingestBundle(ctx context.Context, path string) {
 		d.event(path, err, "the stick or image was refused; nothing was stored from it")
 		return
 	}
-	for _, e := range b.Entries() {
+	for _, e := range b.Entries {
 		name := e.Name
 		d.dispatch(ctx, "usb "+path+" "+name, func() (io.ReadCloser, error) { return b.Open(name) })
 	}
@@ -328,3 +331,20 @@ func (d *Daemon) clearInflight(k string) {
 	delete(d.inflight, k)
 	d.mu.Unlock()
 }
+
+// decodeImageFile reads the QR frame texts from a PNG or JPEG file.
+func decodeImageFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img, _, err := image.Decode(io.LimitReader(f, maxFrameImage))
+	if err != nil {
+		return nil, fmt.Errorf("appliance: frame image %s: %w", path, err)
+	}
+	return qr.DecodeImage(img)
+}
+
+// maxFrameImage bounds one camera frame file (a 4K PNG is well under it).
+const maxFrameImage = 64 << 20

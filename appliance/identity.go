@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"coffre/internal/fsutil"
 )
 
@@ -26,8 +28,6 @@ type Identity struct {
 	// Drives remembers the drives of the vault by uuid, with the path they
 	// were last seen at (drives are recognised by uuid, never by path).
 	Drives []DriveRef `json:"drives"`
-	// Roster is the record index of the roster in force (0: no genesis yet).
-	Roster uint64 `json:"roster,omitempty"`
 }
 
 // DriveRef is one drive of the vault.
@@ -85,4 +85,12 @@ func (id *Identity) Save(state string) error {
 		return err
 	}
 	return fsutil.WriteFileAtomic(identityPath(state), append(b, '\n'), 0o644)
+}
+
+func noteVerifier(vkey string) (note.Verifier, error) {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: audit key: %w", err)
+	}
+	return v, nil
 }

@@ -45,7 +45,7 @@ func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, e
 	}
 	defer b.Close()
 	var out []Outcome
-	for _, e := range b.Entries() {
+	for _, e := range b.Entries {
 		src := fmt.Sprintf("usb %s %s", path, e.Name)
 		rc, err := b.Open(e.Name)
 		if err != nil {

@@ -58,14 +58,21 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 	if a.vault == nil {
 		return nil, errors.New("appliance: opened without drives")
 	}
+	var replayed string
 	up, err := envelope.Open(r, envelope.OpenParams{
 		IngestKeys: a.ingest,
 		Couriers:   a.couriers,
-		Seen:       a.seen,
+		Seen: func(id string) (bool, error) {
+			seen, err := a.seen(id)
+			if seen {
+				replayed = id
+			}
+			return seen, err
+		},
 	})
 	if err != nil {
-		if errors.Is(err, envelope.ErrReplay) {
-			return a.replayResult(err)
+		if errors.Is(err, envelope.ErrReplay) && replayed != "" {
+			return a.replayResult(replayed, err)
 		}
 		return nil, err
 	}
@@ -97,7 +104,7 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 		ContentType: m.ContentType,
 		Size:        m.Size,
 		Digest:      m.Digest,
-		Algorithms:  bailiff.ItemAlgorithms,
+		Algorithms:  algorithmList(bailiff.ItemAlgorithms),
 	}
 	if len(m.Beneficiaries) > 0 {
 		meta.Attrs = map[string]string{"beneficiaries": designationsAttr(m.Beneficiaries)}
@@ -105,14 +112,14 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 	var body io.Reader
 	if m.Size <= bufferLimit {
 		var buf bytes.Buffer
-		if _, err := bailiff.SealItem(&buf, esc.Public, up.Content); err != nil {
+		if _, err := bailiff.SealItem(&buf, esc.PublicKey(), up.Content); err != nil {
 			return nil, fmt.Errorf("appliance: upload %s: %w", up.UploadID, err)
 		}
 		body = &buf
 	} else {
 		pr, pw := io.Pipe()
 		go func() {
-			_, err := bailiff.SealItem(pw, esc.Public, up.Content)
+			_, err := bailiff.SealItem(pw, esc.PublicKey(), up.Content)
 			pw.CloseWithError(err)
 		}()
 		defer pr.Close()
@@ -148,15 +155,7 @@ func (a *Appliance) seen(uploadID string) (bool, error) {
 }
 
 // replayResult answers a re-fed upload with its existing receipt.
-func (a *Appliance) replayResult(err error) (*IngestResult, error) {
-	var re *envelope.Error
-	id := ""
-	if errors.As(err, &re) {
-		id = re.UploadID
-	}
-	if id == "" {
-		return nil, err
-	}
+func (a *Appliance) replayResult(id string, err error) (*IngestResult, error) {
 	idx, found, cerr := a.cat.Upload(id)
 	if cerr != nil || !found {
 		return nil, err
@@ -208,7 +207,7 @@ func (a *Appliance) checkVersion(user, item string, version uint32) error {
 	}
 	for _, e := range entries {
 		if e.Meta.Kind == catalog.KindItem && e.Meta.ItemID == item && e.Meta.Version == version {
-			return fmt.Errorf("%w (user %s, item %s, version %d is record %d)", ErrVersionExists, user, item, version, e.Index)
+			return fmt.Errorf("%w (user %s, item %s, version %d is record %d)", ErrVersionExists, user, item, version, e.Record)
 		}
 	}
 	return nil
@@ -226,6 +225,13 @@ func (a *Appliance) commit(ctx context.Context, t storage.RecordType, meta catal
 	idx, err := a.vault.Append(ctx, storage.Record{Type: t, Meta: mb, Body: body})
 	if err != nil {
 		return 0, err
+	}
+	if meta.Kind == catalog.KindEscrow {
+		a.mu.Lock()
+		if a.escrowIdx != nil {
+			a.escrowIdx[meta.UserID] = idx[0]
+		}
+		a.mu.Unlock()
 	}
 	if err := a.cat.Index(idx[0], meta); err != nil {
 		// The record is durable; the catalog catches up at the next start.
@@ -304,4 +310,15 @@ func SealEnvelope(path string, ingest, courier *openpgp.Entity, m envelope.Manif
 		return err
 	}
 	return out.Close()
+}
+
+// algorithmList names what protects an object, for re-encapsulation plans.
+func algorithmList(a bailiff.Algorithms) []string {
+	var out []string
+	for _, s := range []string{a.Key, a.PKESK, a.Data} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -51,13 +51,13 @@ func (a *Appliance) Status() Status {
 	s.Records = a.vault.Size()
 	for _, d := range a.vault.Drives() {
 		r := DriveReport{
-			UUID: storage.UUIDString(d.UUID), Slot: d.Slot, Path: d.Path, State: d.State.String(),
-			Size: d.Size, Used: d.Used, Records: d.Records, Lag: d.Lag, Checkpoint: d.CheckpointSize,
+			UUID: storage.UUIDString(d.UUID), Slot: d.Slot, Path: d.Path, State: string(d.State),
+			Size: d.Size, Used: d.Used, Records: d.Records, Lag: d.Lag, Error: d.Reason,
 		}
-		if d.Err != nil {
-			r.Error = d.Err.Error()
+		if c, err := storage.OpenCheckpoint(d.LastCheckpoint, a.verifier, a.ID.Origin); err == nil {
+			r.Checkpoint = c.Size
 		}
-		r.Advice = driveAdvice(d.State.String(), r.UUID)
+		r.Advice = driveAdvice(r.State, r.UUID)
 		s.Drives = append(s.Drives, r)
 	}
 	sort.Slice(s.Drives, func(i, j int) bool { return s.Drives[i].Slot < s.Drives[j].Slot })

@@ -50,6 +50,7 @@ var (
 	ErrWrongPassphrase  = errors.New("hsm: wrong passphrase or altered keystore header")
 	ErrSoftInProduction = errors.New("hsm: software keystore refused in production: configure the TPM backend")
 	ErrPolicy           = errors.New("hsm: TPM policy not satisfied (measurements changed, wrong PIN, or no approved policy)")
+	ErrWrongPIN         = errors.New("hsm: wrong operator PIN")
 	ErrBadName          = errors.New("hsm: invalid secret name")
 	ErrNoKeystore       = errors.New("hsm: no keystore in directory")
 )
@@ -115,3 +116,24 @@ func Open(cfg Config) (Keystore, error) {
 		return nil, fmt.Errorf("hsm: unknown keystore backend %q: use %q or %q", cfg.Backend, BackendSoft, BackendTPM)
 	}
 }
+
+// Measured is implemented by keystores whose secrets are bound to measured
+// state (the TPM backend). firmware.Measure and firmware.Apply use it.
+type Measured interface {
+	// MeasurePCR is the PCR firmware measurements are extended into.
+	MeasurePCR() int
+	// PCRSelection is the PCR set secrets are bound to.
+	PCRSelection() []int
+	// PCRs reads current PCR values (SHA-256 bank).
+	PCRs(pcrs ...int) (map[int][]byte, error)
+	// Extend extends a PCR with a 32-byte digest.
+	Extend(pcr int, digest []byte) error
+	// Approve lets secrets unseal when the PCRs hold exactly values.
+	Approve(values map[int][]byte) error
+	// Revoke withdraws an approval.
+	Revoke(values map[int][]byte) error
+	// Cap closes unsealing until the next boot.
+	Cap() error
+}
+
+var _ Measured = (*TPM)(nil)

@@ -16,6 +16,10 @@ const (
 	// MinPassphraseLen is the shortest passphrase CreateSoft accepts.
 	MinPassphraseLen = 8
 
+	// MaxPCR is the highest PCR index a keystore may bind to (PC Client TPMs
+	// have PCRs 0-23).
+	MaxPCR = 23
+
 	// Argon2id parameter bounds accepted from a keystore header: they keep a
 	// forged header from making OpenSoft allocate without limit or spin.
 	MinArgonTime    = 1

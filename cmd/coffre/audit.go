@@ -52,17 +52,17 @@ func cmdAudit(args []string) int {
 	if *asJSON {
 		printJSON(rep)
 	} else {
-		fmt.Print(rep.Summary())
+		fmt.Print(rep.String())
 	}
-	if *keep != "" && rep.OK() && len(rep.Checkpoint) > 0 {
-		if err := os.WriteFile(*keep, rep.Checkpoint, 0o644); err != nil {
+	if *keep != "" && rep.OK && len(rep.Checkpoint) > 0 {
+		if err := os.WriteFile(*keep, []byte(rep.Checkpoint), 0o644); err != nil {
 			return fail(err)
 		}
 		if !*asJSON {
 			fmt.Printf("checkpoint kept in %s for the next visit (--since %s)\n", *keep, *keep)
 		}
 	}
-	if !rep.OK() {
+	if !rep.OK {
 		return exitProblem
 	}
 	return exitOK

@@ -235,11 +235,11 @@ func courierUSB(args []string) int {
 		if err != nil {
 			return fail(usagef("%v", err))
 		}
-		files = append(files, usb.File{Name: filepath.Base(p), Data: b})
+		files = append(files, usb.BytesFile(filepath.Base(p), b))
 	}
 	var err error
 	if *image {
-		err = usb.WriteImage(*out, files, *size)
+		_, err = usb.WriteImage(*out, files, *size)
 	} else {
 		_, err = usb.WriteDir(*out, files)
 	}

@@ -110,8 +110,11 @@ func cmdScrub(args []string) int {
 	if *asJSON {
 		return printJSON(rep)
 	}
-	fmt.Print(rep.Summary())
-	if !rep.OK() {
+	fmt.Printf("scrubbed %d records on %d drives: %d repaired, %d not repairable\n", rep.Records, rep.Drives, len(rep.Repairs)-rep.Unrepaired(), rep.Unrepaired())
+	for _, r := range rep.Repairs {
+		fmt.Printf("  %s\n", r)
+	}
+	if rep.Unrepaired() > 0 {
 		return exitProblem
 	}
 	return exitOK

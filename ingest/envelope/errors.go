@@ -65,3 +65,12 @@ func (e *Error) Unwrap() []error {
 func wrapf(kind, cause error, format string, args ...any) error {
 	return &Error{Kind: kind, Detail: fmt.Sprintf(format, args...), Err: cause}
 }
+
+// prefix adds context in front of an *Error's detail, keeping its kind.
+func prefix(err error, context string) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return &Error{Kind: e.Kind, Detail: context + ": " + e.Detail, Err: e.Err}
+	}
+	return wrapf(ErrFormat, err, "%s", context)
+}

@@ -1,0 +1,49 @@
+package bailiff
+
+import "time"
+
+// Named limits of the bailiff formats (docs/formats/roster.md, escrow.md,
+// restitution.md). Parsers reject anything beyond them before allocating.
+const (
+	// MaxBailiffs is the largest roster (n).
+	MaxBailiffs = 32
+	// MinThreshold is the smallest quorum: one bailiff alone never opens
+	// anything.
+	MinThreshold = 2
+	// MaxNameLen bounds a bailiff's name in bytes.
+	MaxNameLen = 128
+	// MaxIDLen bounds user ids and item ids in bytes.
+	MaxIDLen = 128
+	// MaxReferenceLen bounds the legal reference of a restitution order.
+	MaxReferenceLen = 256
+	// MaxPublicKeyLen bounds one binary OpenPGP public key (transferable
+	// public key) carried in a roster or order.
+	MaxPublicKeyLen = 16 << 10
+	// MaxSignatureLen bounds one binary detached OpenPGP signature.
+	MaxSignatureLen = 2 << 10
+	// MaxRosterLen bounds a signed roster file.
+	MaxRosterLen = 1 << 20
+	// MaxOrderLen bounds a signed restitution order file.
+	MaxOrderLen = 256 << 10
+	// MaxSealedKeyLen bounds the AEAD-sealed escrow private key.
+	MaxSealedKeyLen = 16 << 10
+	// MaxShareMessageLen bounds one OpenPGP message carrying a share.
+	MaxShareMessageLen = 8 << 10
+	// MaxBundleLen bounds an escrow bundle.
+	MaxBundleLen = 512 << 10
+	// MaxItems bounds the items (versions) in one restitution.
+	MaxItems = 100000
+	// MaxDesignationsLen bounds the beneficiary designations blob.
+	MaxDesignationsLen = 1 << 20
+	// MaxPrivateKeyLen bounds an armored or binary bailiff private key
+	// handed to the appliance (token, QR card).
+	MaxPrivateKeyLen = 64 << 10
+	// MaxCardParts bounds the QR codes of one key card.
+	MaxCardParts = 8
+	// MaxTranscriptSteps bounds a ceremony transcript.
+	MaxTranscriptSteps = 1000
+	// DefaultUnlockTTL is how long an unlock session stays usable.
+	DefaultUnlockTTL = 2 * time.Hour
+	// DefaultUnlockUses is how many restitutions an unlock session allows.
+	DefaultUnlockUses = 1
+)

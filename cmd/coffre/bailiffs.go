@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"coffre/appliance"
+)
+
+func init() {
+	register("ceremony", "genesis | verify-shares: key ceremonies with the bailiffs", cmdCeremony)
+	register("restitute", "release one user's items to a beneficiary, under a bailiff quorum", cmdRestitute)
+}
+
+func cmdCeremony(args []string) int {
+	return subcommand("ceremony", args, map[string]func([]string) int{
+		"genesis":       ceremonyGenesis,
+		"verify-shares": ceremonyVerifyShares,
+	})
+}
+
+func say(format string, a ...any) { fmt.Printf("  "+format+"\n", a...) }
+
+// bailiffSpec parses NAME:EMAIL:PASSPHRASE_FILE (generated on the appliance).
+func bailiffSpec(s string) (appliance.NewBailiff, error) {
+	p := strings.SplitN(s, ":", 3)
+	if len(p) != 3 {
+		return appliance.NewBailiff{}, usagef("--generate %q: want NAME:EMAIL:PASSPHRASE_FILE", s)
+	}
+	pass, err := os.ReadFile(p[2])
+	if err != nil {
+		return appliance.NewBailiff{}, usagef("passphrase of %s: %v", p[0], err)
+	}
+	return appliance.NewBailiff{Name: p[0], Email: p[1], Passphrase: []byte(strings.TrimRight(string(pass), "\r\n"))}, nil
+}
+
+func ceremonyGenesis(args []string) int {
+	fs := newFlags("ceremony genesis", "--state DIR --threshold K --out DIR (--generate NAME:EMAIL:PASSFILE | --import NAME:PUBKEY.asc)...")
+	var k keystoreFlags
+	k.register(fs)
+	threshold := fs.Int("threshold", 0, "how many bailiffs must act together (k of n)")
+	out := fs.String("out", "", "directory for the key files, key cards, roster and transcript to print and hand out")
+	var gens, imps listFlag
+	fs.Var(&gens, "generate", "a bailiff whose key is generated here: NAME:EMAIL:PASSPHRASE_FILE (repeatable)")
+	fs.Var(&imps, "import", "a bailiff who brings a public key: NAME:PUBKEY.asc (repeatable); they sign OUT/roster.body with gpg --detach-sign into OUT/FINGERPRINT.sig")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *threshold < 1 || *out == "" || len(gens)+len(imps) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	o := appliance.GenesisOptions{Threshold: *threshold, OutDir: *out, Say: say}
+	for _, g := range gens {
+		b, err := bailiffSpec(g)
+		if err != nil {
+			return fail(err)
+		}
+		o.Generate = append(o.Generate, b)
+	}
+	for _, s := range imps {
+		name, file, ok := strings.Cut(s, ":")
+		if !ok {
+			return fail(usagef("--import %q: want NAME:PUBKEY.asc", s))
+		}
+		pub, err := os.ReadFile(file)
+		if err != nil {
+			return fail(usagef("%v", err))
+		}
+		o.Import = append(o.Import, appliance.ImportedBailiff{Name: name, Public: pub})
+	}
+	a, err := k.open()
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	fmt.Println("genesis ceremony:")
+	res, err := a.Genesis(context.Background(), o)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Printf("roster: %d of %d, record %d. Print %s and have every bailiff sign it.\n", res.Roster.Threshold, len(res.Roster.Bailiffs), res.RosterIndex, res.Transcript)
+	return exitOK
+}
+
+// bailiffSecrets parses KEYFILE:PASSPHRASE_FILE pairs.
+func bailiffSecrets(specs []string) ([]appliance.BailiffSecret, error) {
+	var out []appliance.BailiffSecret
+	for _, s := range specs {
+		kf, pf, ok := strings.Cut(s, ":")
+		if !ok {
+			return nil, usagef("--bailiff %q: want SECRETKEY.asc:PASSPHRASE_FILE", s)
+		}
+		key, err := os.ReadFile(kf)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		pass, err := os.ReadFile(pf)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		out = append(out, appliance.BailiffSecret{Label: kf, SecretKey: key, Passphrase: []byte(strings.TrimRight(string(pass), "\r\n"))})
+	}
+	return out, nil
+}
+
+func ceremonyVerifyShares(args []string) int {
+	fs := newFlags("ceremony verify-shares", "--state DIR --bailiff SECRETKEY.asc:PASSPHRASE_FILE ...")
+	var k keystoreFlags
+	k.register(fs)
+	var bs listFlag
+	fs.Var(&bs, "bailiff", "a bailiff's protected key and passphrase file (repeatable)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if len(bs) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	secrets, err := bailiffSecrets(bs)
+	if err != nil {
+		return fail(err)
+	}
+	o, err := k.options()
+	if err != nil {
+		return fail(err)
+	}
+	a, err := appliance.Open(k.state, o)
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	lines, err := a.VerifyShares(secrets)
+	for _, l := range lines {
+		fmt.Println("  " + l)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Println("every bailiff present can open their share; nothing real was opened")
+	return exitOK
+}
+
+func cmdRestitute(args []string) int {
+	fs := newFlags("restitute", "--state DIR --user ID --to BENEFICIARY.asc --reference REF --out DIR [--image FILE] --bailiff KEY.asc:PASSFILE ... [--share-card FILE ...] [--order SIGNED_ORDER]")
+	var k keystoreFlags
+	k.register(fs)
+	user := fs.String("user", "", "the user whose items are released")
+	to := fs.String("to", "", "the beneficiary's OpenPGP public key")
+	ref := fs.String("reference", "", "legal reference (court decision, notary deed)")
+	out := fs.String("out", "", "directory for the restitution package")
+	image := fs.String("image", "", "also write the package as a FAT32 image")
+	order := fs.String("order", "", "a restitution order already signed by the bailiffs")
+	var bs, cards listFlag
+	fs.Var(&bs, "bailiff", "a bailiff present: SECRETKEY.asc:PASSPHRASE_FILE (repeatable)")
+	fs.Var(&cards, "share-card", "a share a bailiff opened with GnuPG, as card text (repeatable)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *out == "" || (*order == "" && (*user == "" || *to == "" || *ref == "")) {
+		fs.Usage()
+		return exitUsage
+	}
+	ro := appliance.RestituteOptions{UserID: *user, Reference: *ref, OutDir: *out, Image: *image, Say: say}
+	var err error
+	if *to != "" {
+		if ro.Beneficiary, err = os.ReadFile(*to); err != nil {
+			return fail(usagef("%v", err))
+		}
+	}
+	if *order != "" {
+		if ro.Order, err = os.ReadFile(*order); err != nil {
+			return fail(usagef("%v", err))
+		}
+	}
+	if ro.Bailiffs, err = bailiffSecrets(bs); err != nil {
+		return fail(err)
+	}
+	for _, c := range cards {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			return fail(usagef("%v", err))
+		}
+		ro.ShareCards = append(ro.ShareCards, b)
+	}
+	a, err := k.open()
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	res, err := a.Restitute(context.Background(), ro)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Printf("restitution of %d item version(s) written to %s; the act is record %d\n", res.Items, *out, res.Record)
+	return exitOK
+}

@@ -1,0 +1,288 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// DriveState is where a drive stands in the vault.
+type DriveState string
+
+// Drive states.
+const (
+	StateActive      DriveState = "active"      // takes writes, counts for the quorum
+	StateSyncing     DriveState = "syncing"     // catching up from a healthy replica
+	StateMissing     DriveState = "missing"     // in the roster, not plugged in
+	StateFailed      DriveState = "failed"      // I/O error, full, read-only or gone; run Sync when it is back
+	StateQuarantined DriveState = "quarantined" // content disagrees with the signed tree; Sync or Scrub repairs it
+	StateRetired     DriveState = "retired"     // removed from the vault
+)
+
+// drive is one present replica.
+type drive struct {
+	path   string
+	dev    device
+	sb     *superblock
+	sbErr  [2]error
+	state  DriveState
+	reason string
+	// repairable: quarantined for damaged or disagreeing records, which
+	// Scrub may rewrite (not for a clone or a slot conflict).
+	repairable bool
+	n      uint64 // records on the drive that agree with the vault
+	end    int64  // byte offset after them
+}
+
+func (d *drive) uuid() [16]byte {
+	if d.sb == nil {
+		return [16]byte{}
+	}
+	return d.sb.UUID
+}
+
+func (d *drive) slot() int {
+	if d.sb == nil {
+		return 0
+	}
+	return d.sb.Slot
+}
+
+func (d *drive) errf(index int64, err error) error {
+	return &DriveError{UUID: d.uuid(), Slot: d.slot(), Path: d.path, Index: index, Err: err}
+}
+
+// readSuperblock reads both copies and returns the newer valid one, with
+// the error of each copy (nil when valid).
+func readSuperblock(dev device) (*superblock, [2]error) {
+	var errs [2]error
+	buf := alignedBuf(SuperblockSize)
+	var p, b *superblock
+	if _, err := dev.ReadAt(buf, 0); err != nil {
+		errs[0] = err
+	} else {
+		p, errs[0] = parseSuperblock(buf)
+	}
+	boff := backupOffset(dev.Size() &^ (BlockSize - 1))
+	if p != nil {
+		boff = backupOffset(p.Size)
+	}
+	if boff < DataStart || boff+SuperblockSize > dev.Size() {
+		errs[1] = fmt.Errorf("storage: backup superblock: drive too small: %w", ErrCorrupt)
+	} else if _, err := dev.ReadAt(buf, boff); err != nil {
+		errs[1] = err
+	} else {
+		b, errs[1] = parseSuperblock(buf)
+	}
+	if b != nil && p != nil && (b.VaultID != p.VaultID || b.UUID != p.UUID || b.Size != p.Size) {
+		errs[1] = fmt.Errorf("storage: backup superblock names another drive: %w", ErrCorrupt)
+		b = nil
+	}
+	switch {
+	case p == nil:
+		return b, errs
+	case b == nil || p.Seq >= b.Seq:
+		return p, errs
+	default:
+		return b, errs
+	}
+}
+
+// writeSuperblock writes the next superblock copy (alternating between the
+// primary and the backup by sequence number) and syncs it.
+func (d *drive) writeSuperblock(update func(s *superblock)) error {
+	s := *d.sb
+	s.Seq++
+	update(&s)
+	b, err := encodeSuperblock(&s)
+	if err != nil {
+		return d.errf(-1, err)
+	}
+	buf := alignedBuf(SuperblockSize)
+	copy(buf, b)
+	off := int64(0)
+	if s.Seq%2 == 0 {
+		off = backupOffset(s.Size)
+	}
+	if _, err := d.dev.WriteAt(buf, off); err != nil {
+		return d.errf(-1, err)
+	}
+	if err := d.dev.Sync(); err != nil {
+		return d.errf(-1, err)
+	}
+	d.sb = &s
+	return nil
+}
+
+type recInfo struct {
+	off  int64
+	len  int64
+	leaf tlog.Hash
+	typ  RecordType
+}
+
+// logScan is what a walk of a drive's log found.
+type logScan struct {
+	recs      []recInfo // chained, valid records
+	cut       int       // records up to and including the last valid checkpoint
+	stopIndex uint64    // index where the walk stopped
+	stopOff   int64
+	stopErr   error  // why it stopped; nil at a clean end (a zero block or the end of the area)
+	lastCkpt  []byte // body of the last valid checkpoint record
+}
+
+func (s *logScan) end() int64 {
+	if s.cut == 0 {
+		return DataStart
+	}
+	r := s.recs[s.cut-1]
+	return r.off + r.len
+}
+
+type scanOpts struct {
+	verifier note.Verifier // nil: checkpoint signatures not checked
+	origin   string
+	trusted  uint64 // records below this index get header checks only
+	full     bool   // verify every payload hash
+}
+
+var errStopZero = errors.New("zero block")
+
+// scanLog walks the record log of dev from the start.
+func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
+	r := newBlockReader(dev, sb.DataEnd, 1<<20)
+	res := &logScan{}
+	var fr frontier
+	var prev tlog.Hash
+	off := int64(DataStart)
+	hb := make([]byte, HeaderSize)
+	stop := func(i uint64, err error) {
+		res.stopIndex, res.stopOff, res.stopErr = i, off, err
+	}
+	for i := uint64(0); ; i++ {
+		if off+BlockSize > sb.DataEnd {
+			stop(i, nil)
+			break
+		}
+		if err := r.readAt(hb, off); err != nil {
+			return nil, err
+		}
+		if allZero(hb) {
+			stop(i, nil)
+			break
+		}
+		h, err := parseHeader(hb)
+		if err != nil {
+			stop(i, err)
+			break
+		}
+		if h.Index != i {
+			stop(i, fmt.Errorf("storage: record header: index %d, want %d: %w", h.Index, i, ErrCorrupt))
+			break
+		}
+		if h.Prev != prev {
+			stop(i, fmt.Errorf("storage: record header: chain broken (previous hash mismatch): %w", ErrCorrupt))
+			break
+		}
+		rl := h.RecordLen()
+		if off+rl > sb.DataEnd {
+			stop(i, fmt.Errorf("storage: record runs past the data area: %w", ErrCorrupt))
+			break
+		}
+		var body []byte
+		if o.full || i >= o.trusted || h.Type == TypeCheckpoint {
+			sec := newSection(r, off+HeaderSize, int64(h.PayloadLen))
+			if h.Type == TypeCheckpoint {
+				body = make([]byte, h.PayloadLen)
+				if _, err := sec.Read(body); err != nil && h.PayloadLen > 0 {
+					return nil, err
+				}
+			} else if err := drain(sec); err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(sec.h.Sum(nil), h.PayloadSum[:]) {
+				stop(i, fmt.Errorf("storage: record payload hash mismatch: %w", ErrCorrupt))
+				break
+			}
+		}
+		if o.full {
+			pad := make([]byte, rl-HeaderSize-int64(h.PayloadLen))
+			if err := r.readAt(pad, off+HeaderSize+int64(h.PayloadLen)); err != nil {
+				return nil, err
+			}
+			if !allZero(pad) {
+				stop(i, fmt.Errorf("storage: non-zero padding after the payload: %w", ErrCorrupt))
+				break
+			}
+		}
+		if h.Type == TypeCheckpoint {
+			if err := checkCheckpointRecord(body, i, fr.root(), o); err != nil {
+				stop(i, err)
+				break
+			}
+			res.lastCkpt = body
+			res.cut = int(i) + 1
+		}
+		leaf := h.leafHash()
+		fr.add(leaf)
+		res.recs = append(res.recs, recInfo{off: off, len: rl, leaf: leaf, typ: h.Type})
+		prev = leaf
+		off += rl
+	}
+	return res, nil
+}
+
+func checkCheckpointRecord(body []byte, i uint64, root tlog.Hash, o scanOpts) error {
+	var c Checkpoint
+	var err error
+	if o.verifier != nil {
+		c, err = OpenCheckpoint(body, o.verifier, o.origin)
+	} else {
+		c, err = parseUnverified(body)
+	}
+	if err != nil {
+		return err
+	}
+	if c.Size != i {
+		return fmt.Errorf("storage: checkpoint record %d claims tree size %d: %w", i, c.Size, ErrCorrupt)
+	}
+	if c.Hash != root {
+		return fmt.Errorf("storage: checkpoint record %d: root hash does not match the records: %w", i, ErrCorrupt)
+	}
+	return nil
+}
+
+// parseUnverified parses a signed note's text without checking signatures.
+func parseUnverified(msg []byte) (Checkpoint, error) {
+	i := bytes.Index(msg, []byte("\n\n"))
+	if i < 0 {
+		return Checkpoint{}, fmt.Errorf("storage: checkpoint: not a signed note: %w", ErrCorrupt)
+	}
+	return ParseCheckpointText(string(msg[:i+1]))
+}
+
+func drain(s *sectionReader) error {
+	buf := make([]byte, 256<<10)
+	for {
+		_, err := s.Read(buf)
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
