@@ -213,7 +213,8 @@ func (a *Appliance) catchUp() error {
 	n := 0
 	err = a.vault.Scan(from, func(h storage.Header, meta []byte) error {
 		if h.Type == storage.TypeCheckpoint {
-			return nil
+			n++
+			return a.cat.Index(h.Index, catalog.Meta{Kind: catalog.KindCheckpoint})
 		}
 		m, err := catalog.ParseMeta(meta)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"coffre/appliance"
+	"coffre/appliance/receipt"
 	"coffre/hsm"
 	"coffre/storage/catalog"
 )
@@ -100,12 +101,12 @@ func TestCrashCampaign(t *testing.T) {
 				continue
 			}
 			n++
-			_, _, body, err := a.Vault().Get(en.Index)
+			_, _, body, err := a.Vault().Get(en.Record)
 			if err != nil {
-				t.Fatalf("record %d: %v", en.Index, err)
+				t.Fatalf("record %d: %v", en.Record, err)
 			}
 			if _, err := io.Copy(io.Discard, body); err != nil {
-				t.Fatalf("record %d does not read back whole: %v", en.Index, err)
+				t.Fatalf("record %d does not read back whole: %v", en.Record, err)
 			}
 			body.Close()
 		}
@@ -117,6 +118,21 @@ func TestCrashCampaign(t *testing.T) {
 	rs, _ := filepath.Glob(filepath.Join(e.state, "receipts", "*.tlog-proof"))
 	if len(rs) != uploads {
 		t.Errorf("%d receipts, want %d", len(rs), uploads)
+	}
+	for _, p := range rs {
+		data, _ := os.ReadFile(p)
+		r, err := receipt.Parse(data)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		idx, found, err := cat.Upload(r.Extra.UploadID)
+		if err != nil || !found || int64(idx) != r.Index {
+			t.Errorf("receipt %s names record %d, the catalog has %d (found %v, %v)", p, r.Index, idx, found, err)
+		}
+		leaf, err := a.Vault().LeafHash(idx)
+		if err != nil || leaf != r.Extra.Leaf {
+			t.Errorf("receipt %s: leaf hash differs from the stored record's", p)
+		}
 	}
 	a.Close()
 	e.coffre(append([]string{"audit", "--audit-key", e.path("audit.pub")}, e.drives()...)...)

@@ -5,22 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image"
-	_ "image/jpeg"
-	_ "image/png"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"coffre/hsm"
 	"coffre/ingest/qr"
-	"coffre/ingest/usb"
 )
 
 // Daemon is a running coffred: an open appliance, its sources and its
@@ -35,7 +30,7 @@ type Daemon struct {
 
 	mu       sync.Mutex
 	seen     map[string]string // source file → fingerprint already processed
-	qrDec    map[string]*qr.Decoder
+	qrDirs   map[string]*qr.DirWatcher
 	inflight map[string]*Inflight
 	lastErrs []Event
 	stored   int
@@ -85,7 +80,7 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		workers = runtime.NumCPU()
 	}
 	d := &Daemon{a: a, cfg: cfg, log: log, sem: make(chan struct{}, workers),
-		seen: map[string]string{}, qrDec: map[string]*qr.Decoder{}, inflight: map[string]*Inflight{}}
+		seen: map[string]string{}, qrDirs: map[string]*qr.DirWatcher{}, inflight: map[string]*Inflight{}}
 	ctl, err := ListenControl(cfg.Socket, d.handlers(), log)
 	if err != nil {
 		return err
@@ -154,58 +149,31 @@ func (d *Daemon) fresh(path string, fi os.FileInfo) bool {
 }
 
 func (d *Daemon) pollQR(ctx context.Context, dir string) {
-	ents, err := os.ReadDir(dir)
+	d.mu.Lock()
+	w := d.qrDirs[dir]
+	if w == nil {
+		w = qr.NewDirWatcher(dir, qr.NewDecoder(qr.Limits{}))
+		d.qrDirs[dir] = w
+	}
+	d.mu.Unlock()
+	msgs, err := w.Poll(func(p qr.Progress) {
+		key := "qr:" + p.Transfer.String()
+		if p.Done {
+			d.clearInflight(key)
+			return
+		}
+		d.setInflight(key, &Inflight{Source: dir, What: "QR transfer " + p.Transfer.String(), Percent: p.Percent})
+	})
 	if err != nil {
 		d.event(dir, err, "check that the camera spool directory exists")
 		return
 	}
-	d.mu.Lock()
-	dec := d.qrDec[dir]
-	if dec == nil {
-		dec = qr.NewDecoder(qr.Limits{})
-		d.qrDec[dir] = dec
+	for _, m := range msgs {
+		data := m.Data
+		d.dispatch(ctx, "qr "+dir+" transfer "+m.Transfer.String(), func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(data)), nil
+		})
 	}
-	d.mu.Unlock()
-	names := make([]string, 0, len(ents))
-	for _, e := range ents {
-		if !e.IsDir() && isImage(e.Name()) {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := filepath.Join(dir, n)
-		fi, err := os.Stat(p)
-		if err != nil || !d.fresh(p, fi) {
-			continue
-		}
-		texts, err := decodeImageFile(p)
-		if err != nil {
-			d.log.Debug("qr: no frame in image", "file", p, "err", err)
-			continue
-		}
-		for _, t := range texts {
-			pr, err := dec.AddFrame(t)
-			if err != nil {
-				continue
-			}
-			d.setInflight("qr:"+pr.Transfer.String(), &Inflight{Source: dir, What: "QR transfer " + pr.Transfer.String(), Percent: pr.Percent})
-		}
-		for _, m := range dec.Completed() {
-			d.clearInflight("qr:" + m.Transfer.String())
-			d.dispatch(ctx, "qr "+dir+" transfer "+m.Transfer.String(), func() (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(m.Data)), nil
-			})
-		}
-	}
-}
-
-func isImage(name string) bool {
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".png", ".jpg", ".jpeg":
-		return true
-	}
-	return false
 }
 
 func (d *Daemon) pollUSBDir(ctx context.Context, dir string) {
@@ -235,19 +203,28 @@ func (d *Daemon) pollUSBDevice(ctx context.Context, dev string) {
 }
 
 // ingestBundle reads a USB bundle (in a limited child process for images and
-// devices) and ingests each envelope in it.
+// devices; one child streams the whole bundle) and ingests each envelope.
 func (d *Daemon) ingestBundle(ctx context.Context, path string) {
-	b, err := usb.Open(path, usb.Limits{})
-	if err != nil {
+	d.setInflight("usb:"+path, &Inflight{Source: path, What: "USB bundle"})
+	defer d.clearInflight("usb:" + path)
+	outs, err := d.a.IngestBundle(context.WithoutCancel(ctx), path)
+	if err != nil && len(outs) == 0 {
 		d.event(path, err, "the stick or image was refused; nothing was stored from it")
 		return
 	}
-	for _, e := range b.Entries {
-		name := e.Name
-		d.dispatch(ctx, "usb "+path+" "+name, func() (io.ReadCloser, error) { return b.Open(name) })
+	for _, o := range outs {
+		d.account(o.Source, o.Result, errorOf(o.Error))
 	}
-	d.wg.Wait()
-	b.Close()
+	if err != nil {
+		d.event(path, err, "the rest of the bundle was not read; plug it again once the cause is fixed")
+	}
+}
+
+func errorOf(s string) error {
+	if s == "" {
+		return nil
+	}
+	return errors.New(s)
 }
 
 // dispatch runs one upload on a worker.
@@ -271,21 +248,26 @@ func (d *Daemon) dispatch(ctx context.Context, source string, open func() (io.Re
 		// A cancelled daemon still finishes this upload: the append is
 		// short and abandoning it halfway is what the drive format avoids.
 		res, err := d.a.Ingest(context.WithoutCancel(ctx), rc)
-		if err != nil {
-			d.reject(source, err)
-			return
-		}
-		d.mu.Lock()
-		if res.Replay {
-			d.replays++
-		} else {
-			d.stored++
-		}
-		d.mu.Unlock()
-		if res.Replay {
-			d.log.Info("upload already stored (replay)", "source", source, "upload", res.UploadID, "record", res.Index)
-		}
+		d.account(source, res, err)
 	}()
+}
+
+// account counts an upload's outcome for the console.
+func (d *Daemon) account(source string, res *IngestResult, err error) {
+	if err != nil {
+		d.reject(source, err)
+		return
+	}
+	d.mu.Lock()
+	if res.Replay {
+		d.replays++
+	} else {
+		d.stored++
+	}
+	d.mu.Unlock()
+	if res.Replay {
+		d.log.Info("upload already stored (replay)", "source", source, "upload", res.UploadID, "record", res.Index)
+	}
 }
 
 func (d *Daemon) reject(source string, err error) {
@@ -331,20 +313,3 @@ func (d *Daemon) clearInflight(k string) {
 	delete(d.inflight, k)
 	d.mu.Unlock()
 }
-
-// decodeImageFile reads the QR frame texts from a PNG or JPEG file.
-func decodeImageFile(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	img, _, err := image.Decode(io.LimitReader(f, maxFrameImage))
-	if err != nil {
-		return nil, fmt.Errorf("appliance: frame image %s: %w", path, err)
-	}
-	return qr.DecodeImage(img)
-}
-
-// maxFrameImage bounds one camera frame file (a 4K PNG is well under it).
-const maxFrameImage = 64 << 20

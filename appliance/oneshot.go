@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -44,19 +45,15 @@ func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, e
 		return nil, err
 	}
 	defer b.Close()
+	// One child process reads the whole bundle; each envelope is checked
+	// against the manifest as it streams, and a bad one stores nothing.
 	var out []Outcome
-	for _, e := range b.Entries {
-		src := fmt.Sprintf("usb %s %s", path, e.Name)
-		rc, err := b.Open(e.Name)
-		if err != nil {
-			out = append(out, outcome(src, nil, err))
-			continue
-		}
-		res, err := a.Ingest(ctx, rc)
-		rc.Close()
-		out = append(out, outcome(src, res, err))
-	}
-	return out, nil
+	err = b.Walk(func(e usb.Entry, r io.Reader) error {
+		res, err := a.Ingest(ctx, r)
+		out = append(out, outcome(fmt.Sprintf("usb %s %s", path, e.Name), res, err))
+		return nil
+	})
+	return out, err
 }
 
 // IngestFile ingests one envelope file.
@@ -101,12 +98,18 @@ func RebuildCatalog(state string, o OpenOptions, drive string) ([32]byte, int, e
 	}
 	defer clear(key)
 	n := 0
+	cpMeta, err := catalog.EncodeMeta(catalog.Meta{Kind: catalog.KindCheckpoint})
+	if err != nil {
+		return [32]byte{}, 0, err
+	}
 	scan := func(fn func(idx uint64, meta []byte) error) error {
 		return storage.ScanDrive(drive, a.recordKey, func(h storage.Header, meta []byte) error {
-			if h.Type == storage.TypeCheckpoint {
-				return nil
-			}
 			n++
+			if h.Type == storage.TypeCheckpoint {
+				// Checkpoints carry no meta; the live catalog indexes them
+				// as such, and so does the rebuild.
+				return fn(h.Index, cpMeta)
+			}
 			return fn(h.Index, meta)
 		})
 	}

@@ -155,18 +155,24 @@ func (a *Appliance) seen(uploadID string) (bool, error) {
 }
 
 // replayResult answers a re-fed upload with its existing receipt.
-func (a *Appliance) replayResult(id string, err error) (*IngestResult, error) {
-	idx, found, cerr := a.cat.Upload(id)
-	if cerr != nil || !found {
-		return nil, err
+func (a *Appliance) replayResult(id string, replayErr error) (*IngestResult, error) {
+	idx, found, err := a.cat.Upload(id)
+	if err != nil || !found {
+		return nil, replayErr
 	}
-	e, cerr := a.cat.Get(idx)
-	if cerr != nil {
-		return nil, err
+	e, err := a.cat.Get(idx)
+	if err != nil {
+		return nil, replayErr
 	}
 	res := &IngestResult{UploadID: id, UserID: e.Meta.UserID, ItemID: e.Meta.ItemID, Version: e.Meta.Version, Kind: e.Meta.ItemKind, Size: e.Meta.Size, Index: idx, Replay: true}
 	res.ReceiptPath = a.receiptPath(id)
-	res.Receipt, _ = os.ReadFile(res.ReceiptPath)
+	if res.Receipt, err = os.ReadFile(res.ReceiptPath); err != nil {
+		// Stored, but the process died before the receipt was written:
+		// a receipt is a proof, it can be made again at any time.
+		if err := a.issueReceipt(res); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 
@@ -233,7 +239,10 @@ func (a *Appliance) commit(ctx context.Context, t storage.RecordType, meta catal
 		}
 		a.mu.Unlock()
 	}
-	if err := a.cat.Index(idx[0], meta); err != nil {
+	// Storage appends the batch's signed checkpoint right after it: index
+	// it too, so the catalog's watermark keeps up.
+	recs := []catalog.Record{{Index: idx[0], Meta: meta}, {Index: idx[0] + 1, Meta: catalog.Meta{Kind: catalog.KindCheckpoint}}}
+	if err := a.cat.IndexBatch(recs); err != nil {
 		// The record is durable; the catalog catches up at the next start.
 		a.Log.Error("catalog: indexing a stored record failed; it will be indexed at the next start", "record", idx[0], "err", err)
 	}

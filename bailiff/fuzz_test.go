@@ -2,7 +2,11 @@ package bailiff
 
 import (
 	"bytes"
+	"io"
+	"os"
 	"testing"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
 )
 
 // The parsers are strict and canonical: anything they accept re-encodes to
@@ -42,5 +46,25 @@ func FuzzParseOrder(f *testing.F) {
 		if !bytes.Equal(o.Marshal(), b) {
 			t.Fatal("accepted order does not re-encode to the same bytes")
 		}
+	})
+}
+
+// FuzzOpenItem feeds the item reader (Restitute's decryption path) with
+// arbitrary bytes under a fixed test key (testdata/item-key.sec, test only).
+func FuzzOpenItem(f *testing.F) {
+	b, err := os.ReadFile("testdata/item-key.sec")
+	if err != nil {
+		f.Fatal(err)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, ct []byte) {
+		r, err := openItem(bytes.NewReader(ct), el)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 	})
 }

@@ -211,11 +211,11 @@ func encryptToKey(w io.Writer, pub *packet.PublicKey, hidden bool, now time.Time
 	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(w, pub, packet.CipherAES256, false, key, hidden, cfg); err != nil {
 		return nil, err
 	}
-	data, err := packet.SerializeSymmetricallyEncrypted(w, packet.CipherAES256, false, packet.CipherSuite{}, key, cfg)
+	data, err := newSEIPDv1(w, key)
 	if err != nil {
 		return nil, err
 	}
-	return packet.SerializeLiteral(data, true, "", 0)
+	return newLiteral(data)
 }
 
 func encryptBytes(w io.Writer, e *openpgp.Entity, msg []byte, hidden bool, now time.Time) error {

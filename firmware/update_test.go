@@ -123,7 +123,20 @@ func TestUpdateOnTPM(t *testing.T) {
 	if _, err := ks.Unseal("record.key"); !errors.Is(err, hsm.ErrPolicy) {
 		t.Fatalf("unseal under a tampered binary: %v, want ErrPolicy", err)
 	}
-	// A validly signed old release cannot run: CheckVersion refuses it.
+	ks.Close()
+
+	// Reboot into the old, validly signed v1 binary: its approval was
+	// retired by the update, so the TPM refuses to unseal.
+	os.WriteFile(app.bin, files1["coffred"], 0o755)
+	sim.Restart()
+	ks = openTPM(t, ksDir, opts)
+	if _, err := firmware.Measure(ks, app.inputs()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Unseal("record.key"); !errors.Is(err, hsm.ErrPolicy) {
+		t.Fatalf("unseal under the old v1 binary: %v, want ErrPolicy", err)
+	}
+	// And v1's own start-up check refuses to run it.
 	m1, _ := release(t, 1, "1.0.0", files1)
 	if err := firmware.CheckVersion(ks, m1); !errors.Is(err, firmware.ErrDowngrade) {
 		t.Fatalf("CheckVersion(v1) = %v, want ErrDowngrade", err)

@@ -128,10 +128,9 @@ type Measured interface {
 	PCRs(pcrs ...int) (map[int][]byte, error)
 	// Extend extends a PCR with a 32-byte digest.
 	Extend(pcr int, digest []byte) error
-	// Approve lets secrets unseal when the PCRs hold exactly values.
+	// Approve moves the secrets to the state where the PCRs hold exactly
+	// values, retiring every earlier approval.
 	Approve(values map[int][]byte) error
-	// Revoke withdraws an approval.
-	Revoke(values map[int][]byte) error
 	// Cap closes unsealing until the next boot.
 	Cap() error
 }

@@ -203,7 +203,7 @@ func SelfTestNames() []string {
 // AES-256-CFB, Ed25519, ECDSA P-521 verification, ECDH P-521, X25519). It
 // fails closed: any wrong answer, error or panic returns an error wrapping
 // ErrSelfTest, naming the algorithm, and the appliance must stop.
-func SelfTest() (err error) {
+func SelfTest() error {
 	for _, k := range kats {
 		if err := runKAT(k); err != nil {
 			return err

@@ -182,9 +182,9 @@ func (t *TPM) sealPolicy() ([]byte, error) {
 	return calc.Hash().Digest, nil
 }
 
-// pcrPolicyDigest is the PolicyPCR digest (from a zero policy) for the
-// given composite digest of the keystore's PCR selection.
-func (t *TPM) pcrPolicyDigest(pcrDigest []byte) ([]byte, error) {
+// approvedPolicy is the policy an approval signs, from a zero policy:
+// PolicyPCR(pcrDigest) then PolicyNV(epoch counter <= maxEpoch).
+func (t *TPM) approvedPolicy(pcrDigest []byte, maxEpoch uint64, epochName tpm2.TPM2BName) ([]byte, error) {
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
 		return nil, err
@@ -192,7 +192,51 @@ func (t *TPM) pcrPolicyDigest(pcrDigest []byte) ([]byte, error) {
 	if err := (tpm2.PolicyPCR{PcrDigest: tpm2.TPM2BDigest{Buffer: pcrDigest}, Pcrs: t.selection()}).Update(calc); err != nil {
 		return nil, err
 	}
+	if err := t.epochPolicyNV(0, maxEpoch, epochName).Update(calc); err != nil {
+		return nil, err
+	}
 	return calc.Hash().Digest, nil
+}
+
+// epochPolicyNV is TPM2_PolicyNV(epoch counter, operandB = maxEpoch as 8
+// big-endian bytes, offset 0, TPM_EO_UNSIGNED_LE): the approval holds only
+// while the epoch counter has not moved past maxEpoch.
+func (t *TPM) epochPolicyNV(session tpm2.TPMISHPolicy, maxEpoch uint64, epochName tpm2.TPM2BName) tpm2.PolicyNV {
+	idx := t.counterIndex(epochCounter)
+	return tpm2.PolicyNV{
+		AuthHandle:    tpm2.AuthHandle{Handle: idx, Name: epochName, Auth: tpm2.PasswordAuth(nil)},
+		NVIndex:       tpm2.NamedHandle{Handle: idx, Name: epochName},
+		PolicySession: session,
+		OperandB:      tpm2.TPM2BOperand{Buffer: binary.BigEndian.AppendUint64(nil, maxEpoch)},
+		Offset:        0,
+		Operation:     tpm2.TPMEOUnsignedLE,
+	}
+}
+
+// epochCounter is the internal counter that retires approvals: an approval
+// made for generation e holds while the counter is <= e.
+const epochCounter = "_epoch"
+
+// epoch returns the epoch counter's value and NV name, defining and
+// incrementing it first if it was never written.
+func (t *TPM) epoch() (uint64, tpm2.TPM2BName, error) {
+	v, err := t.counterLocked(epochCounter)
+	if err != nil {
+		return 0, tpm2.TPM2BName{}, err
+	}
+	if v == 0 {
+		if v, err = t.incrementLocked(epochCounter); err != nil {
+			return 0, tpm2.TPM2BName{}, err
+		}
+	}
+	_, name, err := t.nvPublic(t.counterIndex(epochCounter))
+	if err != nil {
+		return 0, tpm2.TPM2BName{}, err
+	}
+	if name == nil {
+		return 0, tpm2.TPM2BName{}, fmt.Errorf("hsm: TPM: epoch counter vanished")
+	}
+	return v, *name, nil
 }
 
 func (t *TPM) selection() tpm2.TPMLPCRSelection {
@@ -510,7 +554,14 @@ func (t *TPM) unsealObject(path string, pub *tpm2.TPM2BPublic, priv *tpm2.TPM2BP
 		return nil, fmt.Errorf("hsm: TPM: load policy signer: %w", err)
 	}
 	defer t.flush(ext.ObjectHandle)
-	approved, err := t.pcrPolicyDigest(pcrDigest)
+	_, epochName, err := t.nvPublic(t.counterIndex(epochCounter))
+	if err != nil {
+		return nil, err
+	}
+	if epochName == nil {
+		return nil, fmt.Errorf("%w: the keystore's epoch counter is missing from this TPM", ErrPolicy)
+	}
+	approved, err := t.approvedPolicy(pcrDigest, ap.maxEpoch, *epochName)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +582,10 @@ func (t *TPM) unsealObject(path string, pub *tpm2.TPM2BPublic, priv *tpm2.TPM2BP
 	pin := t.pin
 	callback := func(tp transport.TPM, handle tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
 		if _, err := (tpm2.PolicyPCR{PolicySession: handle, PcrDigest: tpm2.TPM2BDigest{Buffer: pcrDigest}, Pcrs: t.selection()}).Execute(tp); err != nil {
-			return fmt.Errorf("%w: %v", ErrPolicy, err)
+			return fmt.Errorf("%w: PCRs changed during unsealing: %v", ErrPolicy, err)
+		}
+		if _, err := t.epochPolicyNV(handle, ap.maxEpoch, *epochName).Execute(tp); err != nil {
+			return fmt.Errorf("%w: this approval was retired by a later update (epoch counter check: %v)", ErrPolicy, err)
 		}
 		if _, err := (tpm2.PolicyAuthorize{
 			PolicySession:  handle,
@@ -558,7 +612,7 @@ func (t *TPM) unsealObject(path string, pub *tpm2.TPM2BPublic, priv *tpm2.TPM2BP
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrPolicy):
-			return nil, fmt.Errorf("hsm: unseal %s: %w", path, ErrPolicy)
+			return nil, fmt.Errorf("hsm: unseal %s: %w", path, err)
 		case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth):
 			return nil, fmt.Errorf("hsm: unseal %s: %w", path, ErrWrongPIN)
 		case errors.Is(err, tpm2.TPMRCLockout):
@@ -714,11 +768,13 @@ func (t *TPM) loadSigner() (*ecdsa.PrivateKey, error) {
 	return k, nil
 }
 
-// Approve authorises a measured state: after it, secrets unseal whenever
-// the keystore's PCRs hold exactly the given values (every PCR of
-// PCRSelection must be given). It needs the policy signer: call it while the
-// current state is approved (before Cap, or after Cap, which keeps the
-// signer). firmware.Apply calls it for a verified update only.
+// Approve moves the keys to a new measured state: after it, secrets
+// unseal only when the keystore's PCRs hold exactly the given values (every
+// PCR of PCRSelection must be given), and every earlier approval — the
+// running state's included — is retired by the TPM (the epoch NV counter
+// moves past it). It needs the policy signer: call it while the current
+// state is approved (before Cap, or after Cap, which keeps the signer).
+// firmware.Apply calls it for a verified update only.
 func (t *TPM) Approve(values map[int][]byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -733,7 +789,17 @@ func (t *TPM) Approve(values map[int][]byte) error {
 		}
 		signer = s
 	}
-	return t.approve(signer, values)
+	e, name, err := t.epoch()
+	if err != nil {
+		return err
+	}
+	if err := t.approve(signer, values, e+1, name); err != nil {
+		return err
+	}
+	if _, err := t.incrementLocked(epochCounter); err != nil {
+		return fmt.Errorf("hsm: retire earlier approvals: %w (approve again to finish)", err)
+	}
+	return nil
 }
 
 func (t *TPM) approveCurrent(signer *ecdsa.PrivateKey) error {
@@ -741,10 +807,14 @@ func (t *TPM) approveCurrent(signer *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return t.approve(signer, vals)
+	e, name, err := t.epoch()
+	if err != nil {
+		return err
+	}
+	return t.approve(signer, vals, e, name)
 }
 
-func (t *TPM) approve(signer *ecdsa.PrivateKey, values map[int][]byte) error {
+func (t *TPM) approve(signer *ecdsa.PrivateKey, values map[int][]byte, maxEpoch uint64, epochName tpm2.TPM2BName) error {
 	if isReset(values[int(t.hdr.measurePCR)]) {
 		return ErrUnmeasured
 	}
@@ -752,7 +822,7 @@ func (t *TPM) approve(signer *ecdsa.PrivateKey, values map[int][]byte) error {
 	if err != nil {
 		return err
 	}
-	approved, err := t.pcrPolicyDigest(pcrDigest)
+	approved, err := t.approvedPolicy(pcrDigest, maxEpoch, epochName)
 	if err != nil {
 		return err
 	}
@@ -760,24 +830,11 @@ func (t *TPM) approve(signer *ecdsa.PrivateKey, values map[int][]byte) error {
 	if err != nil {
 		return err
 	}
-	a := &approval{pcrMask: t.hdr.pcrMask}
+	a := &approval{pcrMask: t.hdr.pcrMask, maxEpoch: maxEpoch}
 	copy(a.pcrDigest[:], pcrDigest)
 	r.FillBytes(a.r[:])
 	s.FillBytes(a.s[:])
 	return writeReplace(t.dir, approvalFileName(pcrDigest), a.marshal())
-}
-
-// Revoke removes the approval of a measured state (after an update has
-// booted, the previous state's approval is revoked).
-func (t *TPM) Revoke(values map[int][]byte) error {
-	pcrDigest, err := t.pcrCompositeDigest(values)
-	if err != nil {
-		return err
-	}
-	if err := removeSynced(t.dir, approvalFileName(pcrDigest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("hsm: revoke approval in %s: %w", t.dir, err)
-	}
-	return nil
 }
 
 func (t *TPM) readApproval(pcrDigest []byte) (*approval, error) {
@@ -825,12 +882,13 @@ func ecdsaPrivBytes(k *ecdsa.PrivateKey) ([]byte, error) {
 // approval is a decoded <hex pcr digest>.pol file.
 type approval struct {
 	pcrMask   uint32
+	maxEpoch  uint64
 	pcrDigest [32]byte
 	r, s      [32]byte
 }
 
 const approvalMagic = "CFKP"
-const approvalLen = 4 + 1 + 4 + 32 + 32 + 32
+const approvalLen = 4 + 1 + 4 + 8 + 32 + 32 + 32
 const approvalSuffix = ".pol"
 
 func approvalFileName(pcrDigest []byte) string {
@@ -842,6 +900,7 @@ func (a *approval) marshal() []byte {
 	b = append(b, approvalMagic...)
 	b = append(b, formatVersion)
 	b = binary.BigEndian.AppendUint32(b, a.pcrMask)
+	b = binary.BigEndian.AppendUint64(b, a.maxEpoch)
 	b = append(b, a.pcrDigest[:]...)
 	b = append(b, a.r[:]...)
 	return append(b, a.s[:]...)
@@ -851,10 +910,10 @@ func parseApproval(b []byte) (*approval, error) {
 	if len(b) != approvalLen || string(b[:4]) != approvalMagic || b[4] != formatVersion {
 		return nil, fmt.Errorf("hsm: malformed approval file")
 	}
-	a := &approval{pcrMask: binary.BigEndian.Uint32(b[5:])}
-	copy(a.pcrDigest[:], b[9:])
-	copy(a.r[:], b[41:])
-	copy(a.s[:], b[73:])
+	a := &approval{pcrMask: binary.BigEndian.Uint32(b[5:]), maxEpoch: binary.BigEndian.Uint64(b[9:])}
+	copy(a.pcrDigest[:], b[17:])
+	copy(a.r[:], b[49:])
+	copy(a.s[:], b[81:])
 	return a, nil
 }
 

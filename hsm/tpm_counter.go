@@ -98,6 +98,10 @@ func (t *TPM) Increment(name string) (uint64, error) {
 	if t.closed {
 		return 0, ErrClosed
 	}
+	return t.incrementLocked(name)
+}
+
+func (t *TPM) incrementLocked(name string) (uint64, error) {
 	idx := t.counterIndex(name)
 	_, nvName, err := t.nvPublic(idx)
 	if err != nil {

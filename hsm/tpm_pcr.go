@@ -3,6 +3,7 @@ package hsm
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
@@ -81,6 +82,6 @@ func extendPCR(tp transport.TPM, pcr int, digest []byte) error {
 
 // ErrUnmeasured is returned when a keystore would be bound to (or approve)
 // a measure PCR still in its reset state: measure the firmware first.
-var ErrUnmeasured = fmt.Errorf("hsm: the measure PCR is in its reset state: measure the firmware before creating or approving a TPM keystore")
+var ErrUnmeasured = errors.New("hsm: the measure PCR is in its reset state: measure the firmware before creating or approving a TPM keystore")
 
 func isReset(v []byte) bool { return bytes.Equal(v, make([]byte, sha256.Size)) }

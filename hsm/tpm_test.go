@@ -147,6 +147,13 @@ func TestTPMMeasuredBoot(t *testing.T) {
 	}
 	ks.Close()
 
+	// Keep v1's approval file: restoring it later must not help.
+	v1Files, _ := filepath.Glob(filepath.Join(dir, "pcr-*.pol"))
+	v1Saved := map[string][]byte{}
+	for _, f := range v1Files {
+		v1Saved[f], _ = os.ReadFile(f)
+	}
+
 	// Reboot with the same measurement: unseals again.
 	ks = boot("firmware v1")
 	if got, err := ks.Unseal("record.key"); err != nil || !bytes.Equal(got, secret) {
@@ -179,15 +186,18 @@ func TestTPMMeasuredBoot(t *testing.T) {
 	if got, err := ks.Unseal("record.key"); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("unseal under approved v2: %v", err)
 	}
-	// Revoke v1 from v2: v1 no longer opens.
-	v1 := sha256.Sum256([]byte("firmware v1"))
-	if err := ks.Revoke(map[int][]byte{testPCR: hsm.ExtendValue(zero, v1[:])}); err != nil {
-		t.Fatal(err)
-	}
 	ks.Close()
+	// Approving v2 retired v1's approval (the epoch counter moved past
+	// it): the old firmware no longer opens the keys, even with its
+	// approval file restored.
+	for f, b := range v1Saved {
+		os.WriteFile(f, b, 0o600)
+	}
 	ks = boot("firmware v1")
 	if _, err := ks.Unseal("record.key"); !errors.Is(err, hsm.ErrPolicy) {
-		t.Fatalf("unseal under revoked v1 = %v, want ErrPolicy", err)
+		t.Fatalf("unseal under retired v1 = %v, want ErrPolicy", err)
+	} else {
+		t.Logf("retired v1: %v", err)
 	}
 	ks.Close()
 }
@@ -273,5 +283,30 @@ func TestTPMWrongTPM(t *testing.T) {
 	ks.Close()
 	if _, err := hsm.OpenTPM(dir, tpmOpts(simB, nil)); err == nil {
 		t.Fatal("a keystore opened on another TPM")
+	}
+}
+
+func TestOpenConfigTPM(t *testing.T) {
+	sim := swtpm.Start(t)
+	measure(t, sim, "firmware")
+	dir := filepath.Join(t.TempDir(), "ks")
+	ks, err := hsm.CreateTPM(dir, tpmOpts(sim, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks.Close()
+	k, err := hsm.Open(hsm.Config{Backend: hsm.BackendTPM, Dir: dir, Production: true, TPM: tpmOpts(sim, nil)})
+	if err != nil {
+		t.Fatalf("Open(tpm, production): %v", err)
+	}
+	defer k.Close()
+	if k.Backend() != hsm.BackendTPM {
+		t.Fatalf("Backend = %q", k.Backend())
+	}
+	if _, err := hsm.Open(hsm.Config{Backend: hsm.BackendSoft, Dir: dir, Passphrase: testPass}); err == nil {
+		t.Fatal("a TPM keystore opened as a soft one")
+	}
+	if _, err := hsm.Open(hsm.Config{Backend: "hsm9000", Dir: dir}); err == nil {
+		t.Fatal("unknown backend accepted")
 	}
 }

@@ -34,8 +34,8 @@ type drive struct {
 	// repairable: quarantined for damaged or disagreeing records, which
 	// Scrub may rewrite (not for a clone or a slot conflict).
 	repairable bool
-	n      uint64 // records on the drive that agree with the vault
-	end    int64  // byte offset after them
+	n          uint64 // records on the drive that agree with the vault
+	end        int64  // byte offset after them
 }
 
 func (d *drive) uuid() [16]byte {
@@ -220,7 +220,11 @@ func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
 			}
 		}
 		if h.Type == TypeCheckpoint {
-			if err := checkCheckpointRecord(body, i, fr.root(), o); err != nil {
+			co := o
+			if !o.full && i < o.trusted {
+				co.verifier = nil // below the synced superblock: roots only; the last one is verified by the caller
+			}
+			if err := checkCheckpointRecord(body, i, fr.root(), co); err != nil {
 				stop(i, err)
 				break
 			}

@@ -156,6 +156,9 @@ func randBytes(r *mrand.Rand, n int) []byte {
 
 func appendItems(t testing.TB, v *Vault, r *mrand.Rand, sizes ...int) map[uint64]item {
 	t.Helper()
+	if r == nil {
+		r = mrand.New(mrand.NewPCG(0, 0))
+	}
 	var recs []Record
 	var items []item
 	for _, n := range sizes {

@@ -223,7 +223,15 @@ func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total
 		r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
 		for i := d.n; i < n; i++ {
 			if err := checkRecord(r, v.recs[i], i); err != nil {
-				return d.errf(int64(i), fmt.Errorf("copy from %s does not verify: %w (run scrub)", src.path, err))
+				// The source's copy is bad: take this record from another
+				// replica whose copy verifies.
+				if _, rerr := v.repairRecord(d, i, v.active(), nil); rerr != nil {
+					return d.errf(int64(i), fmt.Errorf("copy from %s does not verify (%w) and %w (run scrub)", src.path, err, rerr))
+				}
+				r.base = -1
+				if err := checkRecord(r, v.recs[i], i); err != nil {
+					return d.errf(int64(i), fmt.Errorf("record does not verify after copying: %w", err))
+				}
 			}
 		}
 		v.log.Info("storage: drive caught up", "uuid", UUIDString(d.uuid()), "slot", d.slot(), "path", d.path,

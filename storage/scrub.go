@@ -151,7 +151,11 @@ func (v *Vault) repairRecord(d *drive, i uint64, ds []*drive, readers map[*drive
 		if s == d || s.state != StateActive {
 			continue
 		}
-		if checkRecord(readers[s], ri, i) != nil {
+		rd := readers[s]
+		if rd == nil {
+			rd = newBlockReader(s.dev, s.sb.DataEnd, 1<<20)
+		}
+		if checkRecord(rd, ri, i) != nil {
 			continue
 		}
 		if err := copyRange(context.Background(), s, d, ri.off, ri.off+ri.len, nil); err != nil {

@@ -230,6 +230,11 @@ func (v *Vault) recover() error {
 		return fmt.Errorf("storage: open: drive %s held %d records but the best intact replica (%s) has %d: bring the other drives or restore that drive before writing",
 			claimBy, maxClaim, auth.path, authScan.cut)
 	}
+	if authScan.cut > 0 {
+		if _, err := OpenCheckpoint(authScan.lastCkpt, v.o.Verifier, v.o.Origin); err != nil {
+			return fmt.Errorf("storage: open: drive %s: latest checkpoint: %w", auth.path, err)
+		}
+	}
 	v.recs = append([]recInfo(nil), authScan.recs[:authScan.cut]...)
 	v.end = authScan.end()
 	v.ckpt = authScan.lastCkpt

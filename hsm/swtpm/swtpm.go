@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"coffre/internal/testenv"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sim is a running swtpm.
@@ -67,7 +69,7 @@ func (s *Sim) start() {
 	out.Close()
 	s.cmd = cmd
 	for range 500 {
-		if fi, err := os.Stat(s.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if listening(s.Socket) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -75,6 +77,18 @@ func (s *Sim) start() {
 	log, _ := os.ReadFile(filepath.Join(filepath.Dir(s.StateDir), "swtpm.log"))
 	s.Stop()
 	s.t.Fatalf("swtpm: socket %s did not appear: %s", s.Socket, log)
+}
+
+// listening reports whether a unix stream socket at path accepts a
+// connection (swtpm binds before it listens). Raw system calls keep package
+// net out of hsm.
+func listening(path string) bool {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return unix.Connect(fd, &unix.SockaddrUnix{Name: path}) == nil
 }
 
 // Stop stops swtpm (idempotent).

@@ -156,6 +156,13 @@ func TestBadInputs(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "envelope: ") {
 				t.Fatalf("error without package prefix: %v", err)
 			}
+			// Errors never carry plaintext: neither content nor the
+			// sealed manifest's other fields.
+			for _, secret := range []string{string(content), "Bob Martin", "my sister", "mallory@example.org\"", "item-1"} {
+				if strings.Contains(err.Error(), secret) && !(c.name == "user mismatch" && secret == "mallory@example.org\"") {
+					t.Fatalf("error carries plaintext %q: %v", secret, err)
+				}
+			}
 		})
 	}
 }

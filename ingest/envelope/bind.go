@@ -33,7 +33,7 @@ func NewUploadID() string {
 // key packet, but cannot (and must not) decrypt it.
 func Bind(w io.Writer, courier *openpgp.Entity, userID, uploadID string, sealed io.ReadSeeker) error {
 	if err := checkUserID(userID); err != nil {
-		return err
+		return prefix(err, "bind")
 	}
 	id, err := parseUploadID(uploadID)
 	if err != nil {

@@ -224,3 +224,46 @@ func hexs(b []byte) string {
 	}
 	return string(out)
 }
+
+// TestSEIPDv2Accepted: an ingest key that advertises SEIPDv2 (not ours:
+// GenerateIngestKey never does) receives AEAD-encrypted messages from
+// OpenPGP implementations that honour it; Open reads those too.
+func TestSEIPDv2Accepted(t *testing.T) {
+	k := getKeys(t)
+	cfg := keyConfig(packet.PubKeyAlgoECDSA, packet.CurveNistP521)
+	cfg.AEADConfig = &packet.AEADConfig{DefaultMode: packet.AEADModeOCB}
+	aeadKey, err := openpgp.NewEntity("aead ingest", "", "", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := bytes.Repeat([]byte("aead "), 50000)
+	m := testManifest(content)
+	item, _ := EncodeItem(m)
+	var sealed bytes.Buffer
+	w, err := openpgp.Encrypt(&sealed, []*openpgp.Entity{aeadKey}, nil, &openpgp.FileHints{IsBinary: true}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(append(item, content...))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pr := packet.NewReader(bytes.NewReader(sealed.Bytes()))
+	pr.Next()
+	if p, _ := pr.Next(); p == nil || p.(*packet.SymmetricallyEncrypted).Version != 2 {
+		t.Fatalf("test setup: not SEIPDv2: %T", p)
+	}
+	p := params(k)
+	p.IngestKeys = openpgp.EntityList{aeadKey}
+	env := bind(t, k.courier, m.UserID, NewUploadID(), sealed.Bytes())
+	_, got, err := openAll(env, p)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("SEIPDv2: %v", err)
+	}
+	// A flipped bit in the AEAD data is caught.
+	bad := bytes.Clone(sealed.Bytes())
+	bad[len(bad)-40] ^= 1
+	if _, _, err := openAll(bind(t, k.courier, m.UserID, NewUploadID(), bad), p); err == nil {
+		t.Fatal("altered SEIPDv2 accepted")
+	}
+}

@@ -81,7 +81,7 @@ func readHeader(r io.Reader, lim Limits) (*header, []byte, []byte, error) {
 	signed.Write(b)
 	h := &header{userID: string(b)}
 	if err := checkUserID(h.userID); err != nil {
-		return nil, nil, nil, wrapf(ErrFormat, err, "envelope header")
+		return nil, nil, nil, prefix(err, "envelope header")
 	}
 	if b, err = read(UploadIDSize+8+32, "upload id, sealed length and digest"); err != nil {
 		return nil, nil, nil, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
 // testKeys are generated once per test binary (P-521 generation is slow).
@@ -195,4 +196,8 @@ var sentinels = []struct {
 	{"ErrDigestMismatch", ErrDigestMismatch},
 	{"ErrUserMismatch", ErrUserMismatch},
 	{"ErrFormat", ErrFormat},
+}
+
+func serializeLiteral(w io.Writer) (io.WriteCloser, error) {
+	return packet.SerializeLiteral(nopCloser{w}, true, "", 0)
 }

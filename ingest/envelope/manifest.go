@@ -128,6 +128,13 @@ func ParseManifest(b []byte) (Manifest, error) {
 
 // Validate checks every field against the format's rules and limits.
 func (m *Manifest) Validate() error {
+	if err := m.validate(); err != nil {
+		return prefix(err, "manifest")
+	}
+	return nil
+}
+
+func (m *Manifest) validate() error {
 	if err := checkUserID(m.UserID); err != nil {
 		return err
 	}
@@ -136,18 +143,18 @@ func (m *Manifest) Validate() error {
 	}
 	for _, c := range []byte(m.ItemID) {
 		if !isAlnum(c) && c != '.' && c != '_' && c != '-' && c != ':' {
-			return errorf(ErrFormat, "manifest: item id: byte 0x%02x not in [A-Za-z0-9._:-]", c)
+			return errorf(ErrFormat, "item id: byte 0x%02x not in [A-Za-z0-9._:-]", c)
 		}
 	}
 	if m.Version == 0 {
-		return errorf(ErrFormat, "manifest: version 0 (versions start at 1)")
+		return errorf(ErrFormat, "version 0 (versions start at 1)")
 	}
 	if err := checkLen("kind", m.Kind, 1, MaxKind); err != nil {
 		return err
 	}
 	for _, c := range []byte(m.Kind) {
 		if !(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '-' {
-			return errorf(ErrFormat, "manifest: kind: byte 0x%02x not in [a-z0-9-]", c)
+			return errorf(ErrFormat, "kind: byte 0x%02x not in [a-z0-9-]", c)
 		}
 	}
 	if err := checkLen("content type", m.ContentType, 1, MaxContentType); err != nil {
@@ -155,21 +162,21 @@ func (m *Manifest) Validate() error {
 	}
 	for _, c := range []byte(m.ContentType) {
 		if c < 0x20 || c > 0x7e {
-			return errorf(ErrFormat, "manifest: content type: byte 0x%02x is not printable ASCII", c)
+			return errorf(ErrFormat, "content type: byte 0x%02x is not printable ASCII", c)
 		}
 	}
 	if m.ContentType[0] == ' ' || m.ContentType[len(m.ContentType)-1] == ' ' {
-		return errorf(ErrFormat, "manifest: content type has leading or trailing space")
+		return errorf(ErrFormat, "content type has leading or trailing space")
 	}
 	if m.Size < 0 {
-		return errorf(ErrFormat, "manifest: negative size")
+		return errorf(ErrFormat, "negative size")
 	}
 	if len(m.Beneficiaries) > MaxBeneficiaries {
-		return errorf(ErrTooLarge, "manifest: %d beneficiaries, limit %d", len(m.Beneficiaries), MaxBeneficiaries)
+		return errorf(ErrTooLarge, "%d beneficiaries, limit %d", len(m.Beneficiaries), MaxBeneficiaries)
 	}
 	for i, d := range m.Beneficiaries {
 		if err := d.validate(); err != nil {
-			return prefix(err, fmt.Sprintf("manifest: beneficiary %d", i+1))
+			return prefix(err, fmt.Sprintf("beneficiary %d", i+1))
 		}
 	}
 	return nil
@@ -212,10 +219,10 @@ func checkUserID(s string) error {
 
 func checkLen(what, s string, min, max int) error {
 	if len(s) > max {
-		return errorf(ErrTooLarge, "manifest: %s is %d bytes, limit %d", what, len(s), max)
+		return errorf(ErrTooLarge, "%s is %d bytes, limit %d", what, len(s), max)
 	}
 	if len(s) < min {
-		return errorf(ErrFormat, "manifest: %s is empty", what)
+		return errorf(ErrFormat, "%s is empty", what)
 	}
 	return nil
 }

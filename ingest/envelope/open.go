@@ -65,9 +65,12 @@ var acceptedSigHashes = []crypto.Hash{crypto.SHA256, crypto.SHA384, crypto.SHA51
 // Open reads an envelope from r: it verifies the courier signature over the
 // header, asks p.Seen about the upload id, then starts decrypting the sealed
 // part with p.IngestKeys, reads and checks the manifest (limits, user
-// binding), and returns the upload with its content as a stream. Open reads
-// r only as far as the manifest; Upload.Content reads the rest, to the end
-// of r. Memory use is bounded independently of the content size.
+// binding), and returns the upload with its content as a stream.
+//
+// Open and Upload.Content together consume r to its end (an envelope is the
+// whole of r; Open buffers ahead); nothing else may read r meanwhile. Call
+// Upload.Close when done. Memory use is bounded independently of the content
+// size; plaintext is never written anywhere but to the caller's buffers.
 func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	lim := p.Limits.withDefaults()
 	if p.Seen == nil {
@@ -119,7 +122,7 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 		return nil, c.fail(err)
 	}
 	if m.UserID != hd.userID {
-		return nil, c.fail(errorf(ErrUserMismatch, "upload %s: courier bound user %q, manifest names user %q", uploadID, hd.userID, m.UserID))
+		return nil, c.fail(errorf(ErrUserMismatch, "upload %s: courier bound user %q, the sealed manifest names another user: reject the upload", uploadID, hd.userID))
 	}
 	if m.Size > lim.MaxContent {
 		return nil, c.fail(errorf(ErrTooLarge, "upload %s: content is %d bytes, limit %d", uploadID, m.Size, lim.MaxContent))
@@ -136,14 +139,6 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 		Content:            c,
 		quit:               quit,
 	}, nil
-}
-
-func errKind(err error) error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Kind
-	}
-	return ErrFormat
 }
 
 // verifyBinding checks that sig is exactly one binary-document signature

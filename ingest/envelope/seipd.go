@@ -93,6 +93,7 @@ find:
 			return nil, err
 		}
 		plain = mr
+		clear(sessionKey)
 	case 2:
 		rc, err := se.Decrypt(cf, sessionKey)
 		if err != nil {
@@ -102,14 +103,33 @@ find:
 	default:
 		return nil, errorf(ErrFormat, "sealed part: encrypted data packet version %d", se.Version)
 	}
-	clear(sessionKey)
 	d.rest = plain
+	body, err := literalBody(plain)
+	if err != nil {
+		return nil, err
+	}
+	d.body = body
+	return d, nil
+}
+
+// literalBody reads the decrypted packet stream up to the literal data
+// packet (directly, or inside one compressed data packet) and returns its
+// body.
+func literalBody(plain io.Reader) (io.Reader, error) {
 	p, err := packet.Read(plain)
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
 		return nil, wrapf(ErrFormat, err, "sealed part: reading the decrypted packets")
 	}
 	if c, ok := p.(*packet.Compressed); ok {
 		if p, err = packet.Read(c.Body); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				return nil, err
+			}
 			return nil, wrapf(ErrFormat, err, "sealed part: reading the decompressed packets")
 		}
 	}
@@ -117,8 +137,7 @@ find:
 	if !ok {
 		return nil, errorf(ErrFormat, "sealed part holds a %T, want literal data (signed or nested messages are not accepted)", p)
 	}
-	d.body = lit.Body
-	return d, nil
+	return lit.Body, nil
 }
 
 // mdcReader decrypts a SEIPDv1 body (OpenPGP CFB without resync, IV zero,

@@ -345,9 +345,13 @@ func (d *Decoder) retire(t *transfer, eq *equation) {
 }
 
 // eliminate runs Gaussian elimination over GF(2) on the pending equations
-// restricted to the unknown fragments, and learns every fragment it pins
-// down. It is tried when peeling has stalled with at least as many pending
-// equations as unknowns, then again after every unknowns/8 new mixes.
+// (at most unknowns+64 of them) restricted to the unknown fragments, and
+// learns every fragment it pins down. A first pass reduces the coefficient
+// bits only (cheap: no payload is touched); only when it shows that some
+// fragment is determined does a second pass redo the reduction with the
+// payloads. It is tried when peeling has stalled with at least as many
+// pending equations as unknowns, then again after every unknowns/8 new
+// mixes or newly known fragments.
 func (d *Decoder) eliminate(t *transfer) {
 	m := t.count - t.known
 	t.nextGE = t.mixes + max(1, m/8)
@@ -361,39 +365,62 @@ func (d *Decoder) eliminate(t *transfer) {
 		}
 	}
 	words := (m + 63) / 64
-	type row struct {
-		bits []uint64
-		p    []byte
-	}
-	var rows []row
+	var eqs []*equation
 	seen := map[*equation]bool{}
-	for _, eqs := range t.byCol {
-		for _, eq := range eqs {
-			if eq.done || seen[eq] {
+	for _, list := range t.byCol {
+		for _, eq := range list {
+			if eq.done || seen[eq] || len(eqs) >= m+64 {
 				continue
 			}
 			seen[eq] = true
-			if len(rows) >= m+64 {
-				break
-			}
-			r := row{bits: make([]uint64, words), p: append([]byte(nil), eq.payload...)}
-			for _, c := range eq.cols {
-				if t.frags[c] == nil {
-					i := pos[c]
-					r.bits[i/64] |= 1 << (i % 64)
-				}
-			}
-			rows = append(rows, r)
+			eqs = append(eqs, eq)
 		}
 	}
-	// Reduced row echelon form.
+	build := func() [][]uint64 {
+		rows := make([][]uint64, len(eqs))
+		for i, eq := range eqs {
+			r := make([]uint64, words)
+			for _, c := range eq.cols {
+				if t.frags[c] == nil {
+					j := pos[c]
+					r[j/64] |= 1 << (j % 64)
+				}
+			}
+			rows[i] = r
+		}
+		return rows
+	}
+	// Pass 1: bits only.
+	rows := build()
+	if len(rref(rows, nil, m, words)) == 0 {
+		return
+	}
+	// Pass 2: the same reduction, carrying the payloads.
+	rows = build()
+	pay := make([][]byte, len(eqs))
+	for i, eq := range eqs {
+		pay[i] = append([]byte(nil), eq.payload...)
+	}
+	for _, s := range rref(rows, pay, m, words) {
+		if c := cols[s.col]; t.frags[c] == nil {
+			d.learn(t, c, pay[s.row])
+		}
+	}
+}
+
+type solved struct{ row, col int }
+
+// rref reduces rows (bit vectors of m columns) to reduced row echelon form,
+// applying the same row operations to pay when it is not nil, and returns
+// the rows left with a single bit: the columns they determine.
+func rref(rows [][]uint64, pay [][]byte, m, words int) []solved {
 	rank := 0
-	pivotCol := make([]int, 0, m)
+	pivots := make([]int, 0, m)
 	for col := 0; col < m && rank < len(rows); col++ {
 		w, b := col/64, uint64(1)<<(col%64)
 		sel := -1
 		for i := rank; i < len(rows); i++ {
-			if rows[i].bits[w]&b != 0 {
+			if rows[i][w]&b != 0 {
 				sel = i
 				break
 			}
@@ -402,30 +429,35 @@ func (d *Decoder) eliminate(t *transfer) {
 			continue
 		}
 		rows[rank], rows[sel] = rows[sel], rows[rank]
+		if pay != nil {
+			pay[rank], pay[sel] = pay[sel], pay[rank]
+		}
 		pr := rows[rank]
 		for i := range rows {
-			if i != rank && rows[i].bits[w]&b != 0 {
+			if i != rank && rows[i][w]&b != 0 {
+				ri := rows[i]
 				for k := w; k < words; k++ {
-					rows[i].bits[k] ^= pr.bits[k]
+					ri[k] ^= pr[k]
 				}
-				xorInto(rows[i].p, pr.p)
+				if pay != nil {
+					xorInto(pay[i], pay[rank])
+				}
 			}
 		}
-		pivotCol = append(pivotCol, col)
+		pivots = append(pivots, col)
 		rank++
 	}
+	var out []solved
 	for i := 0; i < rank; i++ {
 		n := 0
-		for _, v := range rows[i].bits {
+		for _, v := range rows[i] {
 			n += bits.OnesCount64(v)
 		}
 		if n == 1 {
-			c := cols[pivotCol[i]]
-			if t.frags[c] == nil {
-				d.learn(t, c, rows[i].p)
-			}
+			out = append(out, solved{i, pivots[i]})
 		}
 	}
+	return out
 }
 
 // finish checks the digest of a transfer whose fragments are all known.

@@ -42,14 +42,21 @@ const (
 
 	// MaxGaussUnknowns bounds the dense Gaussian elimination the decoder
 	// runs when peeling stalls: it is only tried with at most this many
-	// missing fragments (its matrix is at most MaxGaussUnknowns+64 rows of MaxGaussUnknowns bits).
-	MaxGaussUnknowns = 1024
+	// missing fragments, on at most MaxGaussUnknowns+64 rows of as many
+	// bits (about 2 MiB), plus a copy of those rows' payloads when it
+	// solves something (at most 4160 × MaxFragmentSize, about 12 MiB).
+	// This transient memory is not counted in Limits.MaxMemory.
+	MaxGaussUnknowns = 4096
 
 	// MaxImagePixels bounds the images and luminance planes scanned.
 	MaxImagePixels = 8192 * 8192
 
 	// MaxImageFileBytes bounds an image file read from a directory.
 	MaxImageFileBytes = 32 << 20
+
+	// MaxVideoSide bounds the width and height of the pictures read from
+	// a video: larger videos are scaled down by ffmpeg to fit.
+	MaxVideoSide = 1920
 
 	// MaxCompletedRemembered is how many completed transfer ids a decoder
 	// remembers, so that a looping display does not restart them.

@@ -196,6 +196,17 @@ func (w *DirWatcher) Poll(progress func(Progress)) ([]Message, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Forget files that were removed, so that the map stays as small as
+	// the directory.
+	present := make(map[string]bool, len(names))
+	for _, n := range names {
+		present[n] = true
+	}
+	for n := range w.seen {
+		if !present[n] {
+			delete(w.seen, n)
+		}
+	}
 	for _, n := range names {
 		path := filepath.Join(w.dir, n)
 		st, err := os.Stat(path)
@@ -239,7 +250,9 @@ func Watch(ctx context.Context, dir string, d *Decoder, interval time.Duration, 
 			return err
 		}
 		for _, m := range msgs {
-			onMessage(m)
+			if onMessage != nil {
+				onMessage(m)
+			}
 		}
 		select {
 		case <-ctx.Done():

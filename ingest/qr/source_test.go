@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"coffre/internal/testenv"
+
+	"github.com/makiuchi-d/gozxing"
+	zxqr "github.com/makiuchi-d/gozxing/qrcode"
 )
 
 func TestWriteFramesReadDir(t *testing.T) {
@@ -232,5 +235,29 @@ func TestYUYVSourceLoop(t *testing.T) {
 	y, err = YUYVToY(nil, []byte{1, 9, 2, 8, 0xaa, 3, 7, 4, 6}, 2, 2, 5)
 	if err != nil || !bytes.Equal(y, []byte{1, 2, 3, 4}) {
 		t.Fatalf("Y = %v, %v", y, err)
+	}
+}
+
+// go-qrcode writes our frame texts in alphanumeric (and numeric) mode only:
+// a byte-mode segment would show up in gozxing's BYTE_SEGMENTS metadata.
+func TestRenderedFramesUseAlphanumericMode(t *testing.T) {
+	frames, _ := Encode(testMessage(3000, 17), Options{})
+	for i, f := range frames[:4] {
+		b, _ := RenderPNG(f, Options{})
+		img, _ := png.Decode(bytes.NewReader(b))
+		bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := zxqr.NewQRCodeReader().Decode(bmp, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := res.GetResultMetadata()[gozxing.ResultMetadataType_BYTE_SEGMENTS]; ok {
+			t.Fatalf("frame %d was written with a byte-mode segment", i)
+		}
+		if res.GetText() != f {
+			t.Fatalf("frame %d read back differently", i)
+		}
 	}
 }

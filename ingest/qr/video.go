@@ -24,10 +24,6 @@ type VideoSource struct {
 	path   string
 }
 
-// MaxVideoSide bounds the width and height of a video read by ReadVideo:
-// larger videos are scaled down by ffmpeg to fit.
-const MaxVideoSide = 1920
-
 // OpenVideo starts ffmpeg on path. ffprobe and ffmpeg (Debian package
 // ffmpeg) must be on PATH. fps > 0 makes ffmpeg resample the video to that
 // many pictures per second (fewer pictures to scan); 0 keeps every picture.

@@ -35,6 +35,9 @@ func init() {
 // items of 10,000 users, a few versions each, every 50th a
 // re-encapsulation superseding the record before it.
 func benchMeta(i uint64) Meta {
+	if i == 0 {
+		return Meta{Kind: KindGenesis}
+	}
 	user := fmt.Sprintf("user-%05d", i%10000)
 	m := Meta{
 		Kind: KindItem, UserID: user, ItemID: fmt.Sprintf("item-%d", (i/10000)%7),

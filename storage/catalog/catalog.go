@@ -81,7 +81,11 @@ func open(dir string, key []byte, log *slog.Logger, syncWrites bool) (*Catalog, 
 
 // options_ returns the badger options the catalog runs with.
 func options_(dir string, key []byte, log *slog.Logger, syncWrites bool) badger.Options {
-	return badger.DefaultOptions(dir).
+	o := badger.DefaultOptions(dir)
+	// Tables stay BaseTableSize at every level: a compaction's table
+	// builders allocate twice the table size each, up to 13 at a time.
+	o.TableSizeMultiplier = TableSizeMultiplier
+	return o.
 		WithSyncWrites(syncWrites).
 		WithEncryptionKey(bytes.Clone(key)).
 		WithChecksumVerificationMode(options.OnTableAndBlockRead).
@@ -93,6 +97,7 @@ func options_(dir string, key []byte, log *slog.Logger, syncWrites bool) badger.
 		WithValueLogFileSize(ValueLogFileSize).
 		WithBaseTableSize(BaseTableSize).
 		WithBaseLevelSize(BaseLevelSize).
+		WithLevelSizeMultiplier(LevelSizeMultiplier).
 		WithValueThreshold(ValueThreshold).
 		WithNumCompactors(NumCompactors).
 		WithNumLevelZeroTables(NumLevelZeroTables).

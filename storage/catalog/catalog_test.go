@@ -689,3 +689,18 @@ func TestIndexRawCatchUp(t *testing.T) {
 		t.Fatalf("IndexRaw of non-canonical bytes: %v", err)
 	}
 }
+
+func TestIndexBatchLargerThanATransaction(t *testing.T) {
+	recs := makeRecords(12000) // ~60,000 keys: more than one badger transaction holds
+	c := openTemp(t, newKey(t))
+	if err := c.IndexBatch(recs); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := c.Watermark(); err != nil || w != uint64(len(recs)) {
+		t.Fatalf("watermark %d, %v; want %d", w, err, len(recs))
+	}
+	last, err := c.Get(uint64(len(recs) - 1))
+	if err != nil || !metaEqual(last.Meta, recs[len(recs)-1].Meta) {
+		t.Fatalf("last record: %+v, %v", last, err)
+	}
+}

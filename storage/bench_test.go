@@ -1,0 +1,233 @@
+//go:build bench
+
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"coffre/internal/benchrow"
+	"coffre/internal/testenv"
+)
+
+func dropCaches(t *testing.T) {
+	exec.Command("sync").Run()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+}
+
+// zeroReader yields n pseudo-random-ish bytes without holding them.
+type patternReader struct {
+	left int64
+	buf  []byte
+}
+
+func newPattern(n int64) *patternReader {
+	b := make([]byte, 1<<20)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	return &patternReader{left: n, buf: b}
+}
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, p.buf)
+	if int64(n) > p.left {
+		n = int(p.left)
+	}
+	p.left -= int64(n)
+	return n, nil
+}
+
+// TestBenchReplicationWrite: Append to four loop devices vs dd
+// oflag=direct writing the same amount to the same devices in parallel.
+func TestBenchReplicationWrite(t *testing.T) {
+	testenv.RequireTool(t, "dd", "coreutils")
+	const amount = 512 << 20
+	k := newTestKeys(t)
+	paths := formatDrives(t, k, backends[1], 4, amount+(64<<20))
+	v := openVault(t, k, paths, 3)
+	dropCaches(t)
+	start := time.Now()
+	for i := 0; i < amount/(64<<20); i++ {
+		if _, err := v.Append(context.Background(), Record{Type: TypeItem, Meta: []byte("bench"), Body: newPattern(64 << 20)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ours := float64(amount) / (1 << 20) / time.Since(start).Seconds()
+	v.Close()
+	dropCaches(t)
+	start = time.Now()
+	var wg sync.WaitGroup
+	for _, p := range paths {
+		wg.Go(func() {
+			out, err := exec.Command("dd", "if=/dev/zero", "of="+p, "bs=4M", fmt.Sprintf("count=%d", amount/(4<<20)),
+				"seek=1", "oflag=direct", "conv=fdatasync,notrunc").CombinedOutput()
+			if err != nil {
+				t.Errorf("dd: %v %s", err, out)
+			}
+		})
+	}
+	wg.Wait()
+	peer := float64(amount) / (1 << 20) / time.Since(start).Seconds()
+	benchrow.Record(t, benchrow.Row{Name: "storage: replicated write to 4 loop devices", Ours: ours, Peer: "dd oflag=direct (4 in parallel)",
+		PeerValue: peer, Unit: "MB/s", Goal: 0.8, HigherIsBetter: true,
+		Note: fmt.Sprintf("%d MiB per drive, 64 MiB records, quorum 3", amount>>20)})
+}
+
+// TestBenchAudit: Audit of four images vs sha256sum of the same images.
+func TestBenchAudit(t *testing.T) {
+	testenv.RequireTool(t, "sha256sum", "coreutils")
+	const amount = 256 << 20
+	k := newTestKeys(t)
+	paths := imageDrives(t, k, 4, amount+(8<<20))
+	v := openVault(t, k, paths, 3)
+	for i := 0; i < amount/(16<<20); i++ {
+		if _, err := v.Append(context.Background(), Record{Type: TypeItem, Body: newPattern(16<<20 - 4096)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.Close()
+	var total int64
+	for _, p := range paths {
+		st, _ := os.Stat(p)
+		total += st.Size()
+	}
+	dropCaches(t)
+	start := time.Now()
+	rep, err := Audit(paths, AuditOptions{Verifier: k.verifier})
+	if err != nil || !rep.OK {
+		t.Fatalf("audit: %v %s", err, rep)
+	}
+	ours := float64(total) / (1 << 20) / time.Since(start).Seconds()
+	dropCaches(t)
+	start = time.Now()
+	if out, err := exec.Command("sha256sum", paths...).CombinedOutput(); err != nil {
+		t.Fatalf("sha256sum: %v %s", err, out)
+	}
+	peer := float64(total) / (1 << 20) / time.Since(start).Seconds()
+	benchrow.Record(t, benchrow.Row{Name: "storage: audit of 4 drive images", Ours: ours, Peer: "sha256sum (same images)",
+		PeerValue: peer, Unit: "MB/s", Goal: 0.9, HigherIsBetter: true,
+		Note: fmt.Sprintf("4 × %d MiB images, cold cache", (amount+(8<<20))>>20)})
+}
+
+// TestBenchScanDrive: ScanDrive over a drive of many small records vs
+// sha256sum of that drive. COFFRE_BENCH_RECORDS sets the count (default
+// 1,000,000).
+func TestBenchScanDrive(t *testing.T) {
+	testenv.RequireTool(t, "sha256sum", "coreutils")
+	n := 1_000_000
+	if s := os.Getenv("COFFRE_BENCH_RECORDS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	k := newTestKeys(t)
+	size := int64(n+n/MaxBatch+64) * BlockSize
+	p := filepath.Join(t.TempDir(), "many.img")
+	if _, err := Format(p, FormatOptions{VaultID: k.vault, Slot: 1, WrappedRecordKey: []byte("w"), Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	v := openVault(t, k, []string{p}, 1)
+	meta := bytes.Repeat([]byte("m"), 64)
+	body := bytes.Repeat([]byte("b"), 512)
+	for done := 0; done < n; {
+		c := min(MaxBatch, n-done)
+		recs := make([]Record, c)
+		for i := range recs {
+			recs[i] = Record{Type: TypeItem, Meta: meta, Body: bytes.NewReader(body)}
+		}
+		if _, err := v.Append(context.Background(), recs...); err != nil {
+			t.Fatal(err)
+		}
+		done += c
+	}
+	v.Close()
+	dropCaches(t)
+	start := time.Now()
+	count := 0
+	if err := ScanDrive(p, k.recordKey, func(h Header, m []byte) error {
+		if h.Type == TypeItem {
+			count++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	if count != n {
+		t.Fatalf("scanned %d records, want %d", count, n)
+	}
+	st, _ := os.Stat(p)
+	ours := float64(st.Size()) / (1 << 20) / el.Seconds()
+	dropCaches(t)
+	start = time.Now()
+	if out, err := exec.Command("sha256sum", p).CombinedOutput(); err != nil {
+		t.Fatalf("sha256sum: %v %s", err, out)
+	}
+	peer := float64(st.Size()) / (1 << 20) / time.Since(start).Seconds()
+	benchrow.Record(t, benchrow.Row{Name: "storage: ScanDrive, small records", Ours: ours, Peer: "sha256sum (same drive)",
+		PeerValue: peer, Unit: "MB/s", Goal: 0.8, HigherIsBetter: true,
+		Note: fmt.Sprintf("%d records in %.1fs (%.0f records/s)", n, el.Seconds(), float64(n)/el.Seconds())})
+}
+
+// TestBenchPeakMemory stores, reads back and audits a 100 MiB record and
+// reports the peak Go heap in use.
+func TestBenchPeakMemory(t *testing.T) {
+	const size = 100 << 20
+	k := newTestKeys(t)
+	paths := imageDrives(t, k, 4, size+(16<<20))
+	v := openVault(t, k, paths, 3)
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+		}
+	})
+	idx, err := v.Append(context.Background(), Record{Type: TypeItem, Body: newPattern(size)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, rc, err := v.Get(idx[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.Copy(io.Discard, rc); err != nil || n != size {
+		t.Fatalf("get: %d %v", n, err)
+	}
+	v.Close()
+	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
+		t.Fatalf("audit: %v %s", err, rep)
+	}
+	close(stop)
+	wg.Wait()
+	ours := float64(peak.Load() - min(peak.Load(), base.HeapInuse))
+	benchrow.Record(t, benchrow.Row{Name: "storage: peak heap storing+reading+auditing a 100 MiB record", Ours: ours,
+		Peer: "record size", PeerValue: size, Unit: "bytes", Goal: 4, HigherIsBetter: false,
+		Note: "4 drives; heap in use above the baseline, sampled every 2 ms"})
+}

@@ -1,0 +1,5 @@
+//go:build soak
+
+package storage
+
+func init() { crashCycles = 1000 }
