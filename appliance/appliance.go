@@ -14,12 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"golang.org/x/mod/sumdb/note"
 
 	"coffre/bailiff"
+	"coffre/firmware"
 	"coffre/hsm"
 	"coffre/ingest/envelope"
 	"coffre/storage"
@@ -46,6 +48,9 @@ type Appliance struct {
 
 	escrowIdx map[string]uint64 // user → live escrow record (guarded by mu)
 
+	secrets     map[string][]byte // the keys, unsealed once at open; wiped at Close
+	measurement *firmware.Measurement
+
 	inflightMu sync.Mutex
 	inflight   map[string]bool // upload ids being stored
 }
@@ -62,6 +67,9 @@ type OpenOptions struct {
 	NoDrives bool
 	// NoCatalog opens keys (and drives) without the catalog (rebuild).
 	NoCatalog bool
+	// Measure is what a TPM keystore measures before unsealing (default:
+	// the running executable and the config file; see firmware.Measure).
+	Measure []firmware.Input
 }
 
 // Open starts an appliance: known-answer self-tests (fail closed), keystore,
@@ -97,12 +105,35 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if a.verifier, err = note.NewVerifier(id.AuditKey); err != nil {
 		return nil, fmt.Errorf("appliance: audit key in vault.json: %w", err)
 	}
-	ingPriv, err := ks.Unseal(keyIngest)
+	// Measure what runs before anything is unsealed (the TPM binds the keys
+	// to the measurement), unseal every key the appliance needs into
+	// memory, then cap the PCR so nothing else can unseal them this boot.
+	if _, ok := ks.(hsm.Measured); ok {
+		inputs := o.Measure
+		if inputs == nil {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			inputs = []firmware.Input{{Name: "coffred", Path: exe}}
+		}
+		if a.measurement, err = firmware.Measure(ks, inputs); err != nil {
+			return nil, fmt.Errorf("appliance: measuring the running software: %w", err)
+		}
+	}
+	if err := a.unsealAll(); err != nil {
+		return nil, err
+	}
+	if m, ok := ks.(hsm.Measured); ok {
+		if err := m.Cap(); err != nil {
+			return nil, fmt.Errorf("appliance: capping the measurement PCR: %w", err)
+		}
+	}
+	ingPriv := a.secrets[keyIngest]
 	if err != nil {
 		return nil, fmt.Errorf("appliance: unsealing the ingest key: %w", err)
 	}
 	a.ingest, err = envelope.ReadKeys(bytes.NewReader(ingPriv))
-	clear(ingPriv)
 	if err != nil {
 		return nil, fmt.Errorf("appliance: ingest key: %w", err)
 	}
@@ -110,12 +141,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 		return nil, err
 	}
 	if !o.NoCatalog {
-		catKey, err := ks.Unseal(keyCatalog)
-		if err != nil {
-			return nil, fmt.Errorf("appliance: unsealing the catalog key: %w", err)
-		}
-		a.cat, err = catalog.Open(filepath.Join(state, catalogDir), catKey, o.Log)
-		clear(catKey)
+		a.cat, err = catalog.Open(filepath.Join(state, catalogDir), a.secrets[keyCatalog], o.Log)
 		if err != nil {
 			return nil, fmt.Errorf("appliance: catalog: %w (it can be rebuilt from any drive: coffre catalog rebuild --state %s)", err, state)
 		}
@@ -158,12 +184,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 }
 
 func (a *Appliance) storageOptions(quorum int) (storage.Options, error) {
-	skey, err := a.ks.Unseal(keyAudit)
-	if err != nil {
-		return storage.Options{}, fmt.Errorf("appliance: unsealing the audit key: %w", err)
-	}
-	signer, err := note.NewSigner(string(skey))
-	clear(skey)
+	signer, err := note.NewSigner(string(a.secrets[keyAudit]))
 	if err != nil {
 		return storage.Options{}, fmt.Errorf("appliance: audit key: %w", err)
 	}
@@ -195,11 +216,39 @@ func (a *Appliance) recordKey(epoch uint32) ([]byte, error) {
 	if epoch > 0 {
 		name = fmt.Sprintf("%s.%d", keyRecord, epoch)
 	}
-	k, err := a.ks.Unseal(name)
-	if err != nil {
-		return nil, fmt.Errorf("appliance: record key of epoch %d: %w", epoch, err)
+	k, ok := a.secrets[name]
+	if !ok {
+		return nil, fmt.Errorf("appliance: no record key of epoch %d in the keystore", epoch)
 	}
-	return k, nil
+	return bytes.Clone(k), nil
+}
+
+// unsealAll reads the appliance's keys from the keystore into memory (with
+// a TPM keystore this is possible once per boot, before the PCR is capped).
+func (a *Appliance) unsealAll() error {
+	names, err := a.ks.Names()
+	if err != nil {
+		return fmt.Errorf("appliance: keystore: %w", err)
+	}
+	a.secrets = map[string][]byte{}
+	for _, n := range names {
+		switch {
+		case n == keyIngest, n == keyAudit, n == keyCatalog, n == keyWrap, n == keyRecord, strings.HasPrefix(n, keyRecord+"."):
+		default:
+			continue
+		}
+		v, err := a.ks.Unseal(n)
+		if err != nil {
+			return fmt.Errorf("appliance: unsealing %s: %w", n, err)
+		}
+		a.secrets[n] = v
+	}
+	for _, n := range []string{keyIngest, keyAudit, keyCatalog, keyWrap, keyRecord} {
+		if _, ok := a.secrets[n]; !ok {
+			return fmt.Errorf("appliance: the keystore lacks %s: was it made by `coffre init`?", n)
+		}
+	}
+	return nil
 }
 
 // catchUp indexes the records the drives hold beyond the catalog's
@@ -273,7 +322,10 @@ func (a *Appliance) Close() error {
 	if a.ks != nil {
 		errs = append(errs, a.ks.Close())
 	}
-	a.vault, a.cat, a.ks = nil, nil, nil
+	for _, s := range a.secrets {
+		clear(s)
+	}
+	a.vault, a.cat, a.ks, a.secrets = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

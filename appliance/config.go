@@ -36,6 +36,9 @@ type Config struct {
 	Workers int `json:"workers"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log_level"`
+
+	// Path is the file the config was read from (measured at start).
+	Path string `json:"-"`
 }
 
 // KeystoreConfig selects the keystore backend.
@@ -96,6 +99,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
+	c.Path = path
 	c.resolve(filepath.Dir(path))
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)

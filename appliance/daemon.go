@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"coffre/firmware"
 	"coffre/hsm"
 	"coffre/ingest/qr"
 )
@@ -64,7 +65,12 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	measure, err := firmware.RunningInputs(cfg.Path)
+	if err != nil {
+		return err
+	}
 	a, err := Open(cfg.State, OpenOptions{
+		Measure:     measure,
 		Keystore:    hsm.Config{Backend: cfg.Keystore.Backend, Passphrase: pass, Production: cfg.Production, TPM: hsm.TPMOptions{Device: cfg.Keystore.Device}},
 		Drives:      cfg.Drives,
 		WriteQuorum: cfg.WriteQuorum,

@@ -19,11 +19,7 @@ func wrapAD(vaultID [16]byte, epoch uint32) []byte {
 // key (XChaCha20-Poly1305), for the drive superblocks: an appliance holding
 // the keystore can read any drive of its vault from the drive alone.
 func (a *Appliance) wrapRecordKey(epoch uint32) ([]byte, error) {
-	wk, err := a.ks.Unseal(keyWrap)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(wk)
+	wk := a.secrets[keyWrap]
 	rk, err := a.recordKey(epoch)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"coffre/firmware"
 	"coffre/hsm"
 	"coffre/ingest/envelope"
 )
@@ -23,7 +24,10 @@ type InitOptions struct {
 	Keystore    hsm.Config // Dir defaults to STATE/keystore
 	WriteQuorum int
 	Soft        hsm.SoftParams // KDF cost of a new soft keystore
-	Log         *slog.Logger
+	// Measure, for a TPM keystore, is what coffred will measure at start
+	// (its binary and config): the keys are sealed to that measurement.
+	Measure []firmware.Input
+	Log     *slog.Logger
 }
 
 // Init provisions a new appliance: a vault id, the ingest key (OpenPGP
@@ -53,7 +57,7 @@ func Init(o InitOptions) (*Identity, error) {
 	if cfg.Dir == "" {
 		cfg.Dir = filepath.Join(o.State, keystoreDir)
 	}
-	ks, err := createKeystore(cfg, o.Soft)
+	ks, err := createKeystore(cfg, o.Soft, o.Measure)
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +124,9 @@ func Init(o InitOptions) (*Identity, error) {
 	return id, nil
 }
 
-func createKeystore(cfg hsm.Config, soft hsm.SoftParams) (hsm.Keystore, error) {
-	if cfg.Backend == "" || cfg.Backend == hsm.BackendSoft {
+func createKeystore(cfg hsm.Config, soft hsm.SoftParams, measure []firmware.Input) (hsm.Keystore, error) {
+	switch cfg.Backend {
+	case "", hsm.BackendSoft:
 		if cfg.Production {
 			return nil, hsm.ErrSoftInProduction
 		}
@@ -129,8 +134,28 @@ func createKeystore(cfg hsm.Config, soft hsm.SoftParams) (hsm.Keystore, error) {
 			soft = hsm.DefaultSoftParams
 		}
 		return hsm.CreateSoft(cfg.Dir, cfg.Passphrase, soft)
+	case hsm.BackendTPM:
+		if len(measure) == 0 {
+			return nil, errors.New("appliance: a TPM keystore is sealed to what coffred measures: give the coffred binary and config to measure")
+		}
+		// Provisioning measures what coffred will measure at every start,
+		// then binds the keystore to the resulting PCR value.
+		bank, err := hsm.OpenPCRBank(cfg.TPM.Device, cfg.TPM.MeasurePCR)
+		if err != nil {
+			return nil, err
+		}
+		_, err = firmware.MeasureInto(bank, measure)
+		bank.Close()
+		if err != nil {
+			return nil, err
+		}
+		opts := cfg.TPM
+		if len(cfg.Passphrase) > 0 && opts.PIN == nil {
+			opts.PIN = cfg.Passphrase
+		}
+		return hsm.CreateTPM(cfg.Dir, opts)
 	}
-	return hsm.Open(cfg)
+	return nil, fmt.Errorf("appliance: keystore backend %q: want soft or tpm", cfg.Backend)
 }
 
 // pairwiseNote signs and verifies once with a freshly generated note key.

@@ -92,11 +92,7 @@ func RebuildCatalog(state string, o OpenOptions, drive string) ([32]byte, int, e
 		return [32]byte{}, 0, err
 	}
 	defer a.Close()
-	key, err := a.ks.Unseal(keyCatalog)
-	if err != nil {
-		return [32]byte{}, 0, err
-	}
-	defer clear(key)
+	key := a.secrets[keyCatalog]
 	n := 0
 	cpMeta, err := catalog.EncodeMeta(catalog.Meta{Kind: catalog.KindCheckpoint})
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"strings"
 	"testing"
+
+	"coffre/bailiff/shamir"
 )
 
 func TestKeyCardRoundTripSizes(t *testing.T) {
@@ -39,5 +41,28 @@ func TestKeyCardRejectsForeignImage(t *testing.T) {
 	bad[len(bad)/2] ^= 0xff
 	if _, err := ReadKeyCard(bad); err == nil || !strings.HasPrefix(err.Error(), "bailiff: ") {
 		t.Fatalf("damaged PNG: err = %v", err)
+	}
+}
+
+func TestShareQRRoundTrip(t *testing.T) {
+	shares, err := shamir.Split(bytes.Repeat([]byte{7}, 32), 2, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card, _ := shares[1].CardText()
+	pic, err := ShareQR([]byte(card))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadShareQR(pic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := shamir.ParseCard(string(back))
+	if err != nil || s.Index != 2 || !bytes.Equal(s.Value, shares[1].Value) {
+		t.Fatalf("share QR round trip: %v", err)
+	}
+	if _, err := ShareQR([]byte("not a card")); err == nil {
+		t.Fatal("non-card rendered")
 	}
 }

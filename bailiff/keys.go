@@ -193,3 +193,14 @@ func hasEncryptedSubkey(e *openpgp.Entity) bool {
 
 // WipeKey overwrites the private scalars of an opened key (best effort).
 func WipeKey(e *openpgp.Entity) { wipeEntity(e) }
+
+// String describes the generated key without key material.
+func (g *GeneratedKey) String() string {
+	if g.Key == nil {
+		return "generated bailiff key (wiped)"
+	}
+	return fmt.Sprintf("generated bailiff key %s of %s (secret redacted)", g.Key.Fingerprint, g.Key.Name)
+}
+
+// GoString is String for %#v.
+func (g *GeneratedKey) GoString() string { return g.String() }

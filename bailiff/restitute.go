@@ -475,3 +475,11 @@ signed by the appliance (manifest.txt.sig, key in signer.asc):
 order.txt is the restitution order signed by the bailiffs.
 `, m.UserID, m.Reference, m.BeneficiaryFingerprint, canon.EncTime(m.Created), len(m.Items))
 }
+
+// String describes the session without its shares.
+func (u *Unlock) String() string {
+	return fmt.Sprintf("unlock session for %s (%d of %d shares, shares redacted)", u.esc.UserID, len(u.shares), u.esc.Threshold)
+}
+
+// GoString is String for %#v.
+func (u *Unlock) GoString() string { return u.String() }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Get returns record index: its header, its decrypted meta and a stream of
@@ -225,6 +227,7 @@ func ScanDrive(path string, key func(epoch uint32) ([]byte, error), fn func(h He
 	var fr frontier
 	var prev [32]byte
 	hb := make([]byte, HeaderSize)
+	ct := make([]byte, ChunkSize+16)
 	off := int64(DataStart)
 	for i := uint64(0); off+BlockSize <= sb.DataEnd; i++ {
 		if err := r.readAt(hb, off); err != nil {
@@ -259,11 +262,11 @@ func ScanDrive(path string, key func(epoch uint32) ([]byte, error), fn func(h He
 				}
 				aeads[h.KeyEpoch] = a
 			}
-			if meta, err = readMeta(r, h, a, sb.VaultID); err != nil {
+			if meta, err = openMeta(r, hb, h, a, sb.VaultID, ct); err != nil {
 				return fmt.Errorf("storage: scan %s: record %d: %w", path, i, err)
 			}
 		}
-		leaf := h.leafHash()
+		leaf := tlog.RecordHash(hb)
 		fr.add(leaf)
 		prev = leaf
 		off += h.RecordLen()
@@ -278,4 +281,20 @@ func ScanDrive(path string, key func(epoch uint32) ([]byte, error), fn func(h He
 		}
 	}
 	return nil
+}
+
+// openMeta authenticates and decrypts the first chunk of an encrypted
+// payload (the meta always lies within it) into a reused buffer.
+func openMeta(r *blockReader, hb []byte, h *Header, aead cipher.AEAD, vault [16]byte, ct []byte) ([]byte, error) {
+	n := int(min(h.PayloadLen, ChunkSize+16))
+	if err := r.readAt(ct[:n], h.Offset+HeaderSize); err != nil {
+		return nil, err
+	}
+	aad := make([]byte, 0, 16+hdrAADEnd)
+	aad = append(append(aad, vault[:]...), hb[:hdrAADEnd]...)
+	pt, err := aead.Open(ct[:0], chunkNonce(h.Nonce, 0, uint64(n) == h.PayloadLen), ct[:n], aad)
+	if err != nil || len(pt) < int(h.MetaLen) {
+		return nil, errAuth
+	}
+	return bytes.Clone(pt[:h.MetaLen]), nil
 }

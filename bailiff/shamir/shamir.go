@@ -221,3 +221,12 @@ func (s *Share) CheckCommitment(want [32]byte) error {
 	}
 	return nil
 }
+
+// String names the share without its value, so that a share printed by
+// mistake (%v, %+v, %s) leaks nothing.
+func (s Share) String() string {
+	return fmt.Sprintf("shamir share %d (threshold %d, split %x, value redacted)", s.Index, s.Threshold, s.SplitID)
+}
+
+// GoString is String for %#v.
+func (s Share) GoString() string { return s.String() }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -171,5 +172,19 @@ func TestBinaryAndCardRoundTrip(t *testing.T) {
 		if _, err := ParseCard(strings.Join(lines, "\n")); !errors.Is(err, ErrFormat) {
 			t.Fatalf("mistyped card: err = %v, want ErrFormat", err)
 		}
+	}
+}
+
+func TestShareFormattingRedactsValue(t *testing.T) {
+	s := split(t, []byte("a secret that must not be printed"), 2, 2)[0]
+	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+		out := fmt.Sprintf(f, s)
+		if strings.Contains(out, fmt.Sprint(s.Value[0], " ", s.Value[1])) || strings.Contains(out, fmt.Sprintf("%x", s.Value[:4])) {
+			t.Fatalf("%s prints the share value: %s", f, out)
+		}
+	}
+	out := fmt.Sprintf("%v", []Share{s})
+	if strings.Contains(out, fmt.Sprintf("%x", s.Value[:4])) || !strings.Contains(out, "redacted") {
+		t.Fatalf("slice of shares prints values: %s", out)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"coffre/appliance"
+	"coffre/firmware"
 	"coffre/hsm"
 )
 
@@ -88,18 +89,31 @@ func cmdInit(args []string) int {
 	var k keystoreFlags
 	k.register(fs)
 	fast := fs.Bool("fast-kdf", false, "cheap Argon2id parameters (tests and the demo only)")
+	daemonBin := fs.String("measure-binary", "/usr/local/bin/coffred", "tpm: the coffred binary the keys are sealed to")
+	daemonCfg := fs.String("measure-config", "/etc/coffre/coffred.json", "tpm: the coffred config the keys are sealed to")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	o, err := k.options()
-	if err != nil {
+	var o appliance.OpenOptions
+	var err error
+	if k.backend == hsm.BackendTPM && k.passFile == "" && os.Getenv("COFFRE_PASSPHRASE") == "" {
+		// A TPM keystore needs no passphrase (a PIN is optional).
+		o = appliance.OpenOptions{Keystore: hsm.Config{Backend: k.backend, TPM: hsm.TPMOptions{Device: k.device}}, Log: newLogger()}
+		if k.state == "" {
+			return fail(usagef("--state is required"))
+		}
+	} else if o, err = k.options(); err != nil {
 		return fail(err)
+	}
+	var measure []firmware.Input
+	if k.backend == hsm.BackendTPM {
+		measure = []firmware.Input{{Name: "coffred", Path: *daemonBin}, {Name: "config", Path: *daemonCfg}}
 	}
 	soft := hsm.DefaultSoftParams
 	if *fast {
 		soft = hsm.TestSoftParams
 	}
-	id, err := appliance.Init(appliance.InitOptions{State: k.state, Keystore: o.Keystore, WriteQuorum: k.quorum, Soft: soft, Log: o.Log})
+	id, err := appliance.Init(appliance.InitOptions{State: k.state, Keystore: o.Keystore, WriteQuorum: k.quorum, Soft: soft, Log: o.Log, Measure: measure})
 	if err != nil {
 		return fail(err)
 	}

@@ -26,6 +26,7 @@ import (
 //	stderr REGEXP           the same for stderr
 //	exists PATH             the file exists (! exists: does not)
 //	write PATH TEXT...      write TEXT (with \n escapes) to PATH
+//	flip PATH OFFSET        flip the bits of one byte of PATH (damage a drive)
 //
 // Arguments are split on spaces; $WORK and $VAR are expanded; 'quoted text'
 // is one argument.
@@ -188,6 +189,23 @@ func (s *scriptState) step(line string) error {
 			return errors.New("exists = " + strconv.FormatBool(err == nil))
 		}
 		return nil
+	case "flip":
+		off, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return err
+		}
+		fh, err := os.OpenFile(f[1], os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		b := make([]byte, 1)
+		if _, err := fh.ReadAt(b, off); err != nil {
+			return err
+		}
+		b[0] ^= 0xff
+		_, err = fh.WriteAt(b, off)
+		return err
 	case "write":
 		text := strings.ReplaceAll(strings.Join(f[2:], " "), `\n`, "\n")
 		return os.WriteFile(f[1], []byte(text), 0o644)

@@ -6,7 +6,7 @@ import (
 	"sync"
 )
 
-// asyncHash computes a SHA-256 on another goroutine so that hashing the
+// asyncHash computes a hash (SHA-256, or SHA-1 for the MDC) on another goroutine so that hashing the
 // ciphertext and the content runs beside decryption (the appliance has
 // several cores; the transport must stream at least as fast as gpg). Write
 // copies into one of asyncBuffers batches, so memory stays bounded.
@@ -37,9 +37,11 @@ func newStopper() *stopper { return &stopper{c: make(chan struct{})} }
 
 func (s *stopper) stop() { s.once.Do(func() { close(s.c) }) }
 
-func newAsyncHash(quit *stopper) *asyncHash {
+func newAsyncHash(quit *stopper) *asyncHash { return newAsync(sha256.New(), quit) }
+
+func newAsync(h hash.Hash, quit *stopper) *asyncHash {
 	a := &asyncHash{
-		h:    sha256.New(),
+		h:    h,
 		free: make(chan []byte, asyncBuffers),
 		work: make(chan []byte, asyncBuffers),
 		done: make(chan struct{}),

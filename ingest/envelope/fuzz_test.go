@@ -101,7 +101,9 @@ var fuzzKey = bytes.Repeat([]byte{0x42}, 32)
 // input must be consistent: content of the declared size, MDC verified.
 func FuzzDecrypted(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ct []byte) {
-		mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey)
+		q := newStopper()
+		defer q.stop()
+		mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +165,9 @@ func TestDecryptedRoundTrip(t *testing.T) {
 	m := testManifest(content)
 	item, _ := EncodeItem(m)
 	ct := sealFixed(t, append(item, content...))
-	mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey)
+	q := newStopper()
+	defer q.stop()
+	mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey, q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +191,11 @@ func TestDecryptedRoundTrip(t *testing.T) {
 	for i := range ct {
 		bad := bytes.Clone(ct)
 		bad[i] ^= 0x10
-		mr, _ := newMDCReader(bytes.NewReader(bad), packet.CipherAES256, fuzzKey)
-		if _, err := io.Copy(io.Discard, mr); err == nil {
+		q := newStopper()
+		mr, _ := newMDCReader(bytes.NewReader(bad), packet.CipherAES256, fuzzKey, q)
+		_, err := io.Copy(io.Discard, mr)
+		q.stop()
+		if err == nil {
 			t.Fatalf("flip at %d passed the MDC", i)
 		}
 	}

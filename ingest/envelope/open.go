@@ -105,7 +105,7 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	c := &contentReader{sr: sr, outer: r, hd: hd, uploadID: uploadID, quit: quit}
 	// An upload dropped without Close still stops its hashing goroutines.
 	runtime.AddCleanup(c, func(s *stopper) { s.stop() }, quit)
-	d, err := decryptSealed(sr, p.IngestKeys)
+	d, err := decryptSealed(sr, p.IngestKeys, quit)
 	if err != nil {
 		return nil, c.fail(prefix(err, "upload "+uploadID))
 	}

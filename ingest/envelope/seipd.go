@@ -6,7 +6,6 @@ import (
 	"crypto/sha1"
 	"crypto/subtle"
 	"errors"
-	"hash"
 	"io"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -31,7 +30,7 @@ type decrypted struct {
 // (the upload profile) takes a fast streaming path written here; SEIPDv2 is
 // decrypted by go-crypto. Inside, a literal data packet, optionally inside
 // one compressed data packet (GnuPG compresses by default), is expected.
-func decryptSealed(r io.Reader, keys openpgp.EntityList) (*decrypted, error) {
+func decryptSealed(r io.Reader, keys openpgp.EntityList, quit *stopper) (*decrypted, error) {
 	pr := packet.NewReader(r)
 	var eks []*packet.EncryptedKey
 	var se *packet.SymmetricallyEncrypted
@@ -88,7 +87,7 @@ find:
 	d := &decrypted{ingest: ingest}
 	switch se.Version {
 	case 1:
-		mr, err := newMDCReader(se.Contents, cf, sessionKey)
+		mr, err := newMDCReader(se.Contents, cf, sessionKey, quit)
 		if err != nil {
 			return nil, err
 		}
@@ -152,10 +151,10 @@ type mdcReader struct {
 	in      io.Reader
 	block   cipher.Block
 	iv      [aes.BlockSize]byte // last ciphertext block of the previous chunk
-	h       hash.Hash
-	ct      []byte // ciphertext of the current chunk
-	ks      []byte // keystream of the current chunk
-	buf     []byte // held-back tail of the previous chunk, then this chunk's plaintext
+	h       *asyncHash          // SHA-1 of the MDC, computed beside decryption
+	ct      []byte              // ciphertext of the current chunk
+	ks      []byte              // keystream of the current chunk
+	buf     []byte              // held-back tail of the previous chunk, then this chunk's plaintext
 	tail    [mdcLen]byte
 	held    int
 	ready   []byte // plaintext released to the reader
@@ -170,7 +169,7 @@ const (
 	prefixSize = aes.BlockSize + 2
 )
 
-func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte) (*mdcReader, error) {
+func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stopper) (*mdcReader, error) {
 	switch cf {
 	case packet.CipherAES128, packet.CipherAES192, packet.CipherAES256:
 	default:
@@ -186,7 +185,7 @@ func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte) (*mdcReade
 	return &mdcReader{
 		in:    in,
 		block: b,
-		h:     sha1.New(),
+		h:     newAsync(sha1.New(), quit),
 		ct:    make([]byte, cfbChunk),
 		ks:    make([]byte, cfbChunk),
 		buf:   make([]byte, mdcLen+cfbChunk),
@@ -267,7 +266,8 @@ func (m *mdcReader) fill() error {
 	m.h.Write(release)
 	if last {
 		m.h.Write(tail[:2])
-		if tail[0] != 0xd3 || tail[1] != 0x14 || subtle.ConstantTimeCompare(m.h.Sum(nil), tail[2:]) != 1 {
+		sum, ok := m.h.Sum()
+		if !ok || tail[0] != 0xd3 || tail[1] != 0x14 || subtle.ConstantTimeCompare(sum, tail[2:]) != 1 {
 			return errorf(ErrDigestMismatch, "sealed part: OpenPGP integrity check (MDC) failed: the ciphertext was altered")
 		}
 		m.eof = true

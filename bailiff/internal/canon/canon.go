@@ -203,6 +203,9 @@ func CheckID(v string, max int) error {
 
 // Uint parses a canonical decimal (no sign, no leading zeros) in [min,max].
 func Uint(v string, min, max int) (int, error) {
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		return 0, fmt.Errorf("%w: %q is not a decimal in %d..%d", ErrSyntax, truncate(v), min, max)
+	}
 	n, err := strconv.Atoi(v)
 	if err != nil || strconv.Itoa(n) != v || n < min || n > max {
 		return 0, fmt.Errorf("%w: %q is not a decimal in %d..%d", ErrSyntax, truncate(v), min, max)
