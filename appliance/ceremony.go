@@ -79,7 +79,7 @@ func (a *Appliance) Genesis(ctx context.Context, o GenesisOptions) (*GenesisResu
 	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
 		return nil, err
 	}
-	g, err := bailiff.NewGenesis(o.Threshold, nil)
+	g, err := bailiff.NewGenesisFor(a.rosterVaultID(), o.Threshold, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -124,8 +124,6 @@ func (a *Appliance) Genesis(ctx context.Context, o GenesisOptions) (*GenesisResu
 	if err != nil {
 		return nil, err
 	}
-	vid, _ := a.vaultID()
-	_ = vid
 	rosterIdx, err := a.commit(ctx, storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Algorithms: []string{bailiff.AlgKey}}, bytesReader(fin.Roster.Marshal()))
 	if err != nil {
 		return nil, err

@@ -76,6 +76,8 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 		}
 		return nil, err
 	}
+	// Close releases the hashing goroutines of an upload abandoned half-way.
+	defer up.Close()
 	m := up.Manifest
 	res := &IngestResult{UploadID: up.UploadID, UserID: up.UserID, ItemID: m.ItemID, Version: m.Version, Kind: m.Kind, Size: m.Size}
 

@@ -438,3 +438,29 @@ func TestTamperedShareNamedAtRestitution(t *testing.T) {
 		t.Fatalf("tampered share: err = %v, want share 3 named", err)
 	}
 }
+
+func TestUnlockTwoUses(t *testing.T) {
+	v := getVault(t)
+	_, benPub := newBeneficiary(t)
+	esc, _ := NewEscrow("user-two-uses", v.roster)
+	item := source("i", 1, sealBytes(t, esc, []byte("x")))
+	o := v.signedOrder(t, "user-two-uses", benPub, 0, 2)
+	u, err := NewUnlock(v.roster, o, esc, UnlockOptions{Uses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.AddShareWithKey(v.secrets[0], []byte(v.pass[0]))
+	u.AddShareWithKey(v.secrets[2], []byte(v.pass[2]))
+	signer, _ := newBeneficiary(t)
+	for i := 0; i < 2; i++ {
+		if _, err := Restitute(u, []ItemSource{item}, nil, filepath.Join(t.TempDir(), "p"), signer); err != nil {
+			t.Fatalf("use %d: %v", i+1, err)
+		}
+	}
+	if h, _ := u.Have(); h != 0 {
+		t.Fatal("shares kept after the last use")
+	}
+	if _, err := Restitute(u, []ItemSource{item}, nil, filepath.Join(t.TempDir(), "p"), signer); !errors.Is(err, ErrUnlockExpired) {
+		t.Fatalf("third use: err = %v", err)
+	}
+}

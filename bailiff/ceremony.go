@@ -92,16 +92,23 @@ type GenesisResult struct {
 // NewGenesis starts a genesis ceremony for a new vault (random vault id)
 // with threshold k. now may be nil for time.Now.
 func NewGenesis(threshold int, now func() time.Time) (*Genesis, error) {
+	var id [32]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	return NewGenesisFor(id, threshold, now)
+}
+
+// NewGenesisFor starts the genesis ceremony of an existing vault identity:
+// the roster, the escrows and the orders bind to vaultID.
+func NewGenesisFor(vaultID [32]byte, threshold int, now func() time.Time) (*Genesis, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if threshold < MinThreshold || threshold > MaxBailiffs {
 		return nil, fmt.Errorf("bailiff: genesis: threshold %d outside %d..%d", threshold, MinThreshold, MaxBailiffs)
 	}
-	g := &Genesis{Threshold: threshold, now: now}
-	if _, err := rand.Read(g.VaultID[:]); err != nil {
-		return nil, err
-	}
+	g := &Genesis{Threshold: threshold, now: now, VaultID: vaultID}
 	g.t = Transcript{Ceremony: "genesis", VaultID: g.VaultID, Started: now().UTC().Truncate(time.Second)}
 	g.Note("start", "", fmt.Sprintf("vault %x, threshold %d", g.VaultID, threshold))
 	return g, nil

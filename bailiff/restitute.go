@@ -207,13 +207,13 @@ const (
 // profile) and writes the package into outDir (created; must not exist or
 // be empty): the items, the designations (encrypted to the beneficiary),
 // the signed order, and a manifest signed with signer. The escrow key and
-// all plaintext buffers are wiped before it returns. It consumes one use of
-// the session.
+// all plaintext buffers are wiped before it returns. Once the escrow key is
+// rebuilt the call counts as one use of the session; after the last use
+// (default: the first) the session's shares are wiped.
 func Restitute(u *Unlock, items []ItemSource, designations []byte, outDir string, signer *openpgp.Entity) (m *PackageManifest, err error) {
 	if err := u.live(); err != nil {
 		return nil, err
 	}
-	u.uses--
 	if len(items) > MaxItems {
 		return nil, fmt.Errorf("bailiff: restitution of %s: %d items exceeds %d", u.esc.UserID, len(items), MaxItems)
 	}
@@ -243,12 +243,15 @@ func Restitute(u *Unlock, items []ItemSource, designations []byte, outDir string
 		shares = append(shares, s)
 	}
 	now := u.now()
+	u.uses-- // the key is about to be rebuilt: this counts as a use
 	key, err := u.esc.openKey(shares, now)
 	if err != nil {
 		return nil, err
 	}
 	defer wipeEntity(key)
-	u.Close() // shares are no longer needed
+	if u.uses <= 0 {
+		u.Close() // last use: the shares are no longer needed
+	}
 
 	m = &PackageManifest{VaultID: u.order.VaultID, OrderDigest: u.order.Digest(), UserID: u.esc.UserID, Reference: u.order.Reference,
 		BeneficiaryFingerprint: u.order.BeneficiaryFingerprint, Created: now.UTC().Truncate(time.Second),

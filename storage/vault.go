@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"sync"
@@ -202,6 +203,12 @@ func (v *Vault) recover() error {
 	var auth *drive
 	var authScan *logScan
 	maxClaim, claimBy := uint64(0), ""
+	for _, d := range v.drives {
+		// A read-only drive still says how far the log went.
+		if d.sb != nil && d.state == StateFailed && d.sb.TreeSize > maxClaim {
+			maxClaim, claimBy = d.sb.TreeSize, d.path
+		}
+	}
 	for i, d := range v.drives {
 		if d.sb == nil || d.state != "" {
 			continue
@@ -517,10 +524,10 @@ func readChunk(r io.Reader, p []byte) (int, error) {
 func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.AEAD, vault [16]byte, meta []byte, body io.Reader) error {
 	w.begin(h)
 	aad := h.aad(vault)
-	sum := sha256.New()
+	sum := &pipeHash{h: sha256.New()}
+	defer sum.stop()
 	src := io.MultiReader(bytes.NewReader(meta), body)
 	cur, nxt := make([]byte, ChunkSize), make([]byte, ChunkSize)
-	out := make([]byte, 0, ChunkSize+16)
 	n1, err := readChunk(src, cur)
 	if err != nil {
 		return err
@@ -535,11 +542,11 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 			return err
 		}
 		last := n2 == 0
-		ct := aead.Seal(out[:0], chunkNonce(h.Nonce, i, last), cur[:n1], aad)
-		sum.Write(ct)
+		ct := aead.Seal(sum.buf(), chunkNonce(h.Nonce, i, last), cur[:n1], aad)
 		if err := w.write(ct); err != nil {
 			return err
 		}
+		sum.write(ct)
 		total += uint64(n1)
 		i++
 		if total > MaxBodySize {
@@ -552,8 +559,67 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 	}
 	h.BodyLen = total - uint64(len(meta))
 	h.PayloadLen = total + 16*i
-	copy(h.PayloadSum[:], sum.Sum(nil))
+	copy(h.PayloadSum[:], sum.sum())
 	return w.finish(h)
+}
+
+// pipeHash hashes ciphertext chunks. The first chunk is hashed inline;
+// from the second on, hashing moves to a goroutine so that it runs on
+// another core while the next chunk is encrypted.
+type pipeHash struct {
+	h    hash.Hash
+	n    int
+	in   chan []byte
+	free chan []byte
+	done chan struct{}
+	one  []byte
+}
+
+const pipeDepth = 8
+
+func (p *pipeHash) buf() []byte {
+	if p.in == nil {
+		if p.one == nil {
+			p.one = make([]byte, 0, ChunkSize+16)
+		}
+		return p.one[:0]
+	}
+	return (<-p.free)[:0]
+}
+
+func (p *pipeHash) write(b []byte) {
+	p.n++
+	if p.in == nil {
+		p.h.Write(b)
+		if p.n == 2 {
+			p.in, p.free, p.done = make(chan []byte, pipeDepth), make(chan []byte, pipeDepth+1), make(chan struct{})
+			for range pipeDepth {
+				p.free <- make([]byte, 0, ChunkSize+16)
+			}
+			go func() {
+				defer close(p.done)
+				for c := range p.in {
+					p.h.Write(c)
+					p.free <- c
+				}
+			}()
+		}
+		return
+	}
+	p.in <- b
+}
+
+func (p *pipeHash) stop() {
+	if p.in != nil {
+		close(p.in)
+		<-p.done
+		p.in = nil
+	}
+}
+
+func (p *pipeHash) sum() []byte {
+	p.stop()
+	return p.h.Sum(nil)
 }
 
 func writeClear(w *batchWriter, h *Header, body []byte) error {

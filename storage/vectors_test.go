@@ -33,10 +33,10 @@ func (m *memDevice) ReadAt(p []byte, off int64) (int, error) {
 	return copy(p, m.b[off:]), nil
 }
 func (m *memDevice) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
-func (m *memDevice) Sync() error                                { return nil }
-func (m *memDevice) Size() int64                                { return int64(len(m.b)) }
-func (m *memDevice) ReadOnly() bool                             { return false }
-func (m *memDevice) Close() error                               { return nil }
+func (m *memDevice) Sync() error                              { return nil }
+func (m *memDevice) Size() int64                              { return int64(len(m.b)) }
+func (m *memDevice) ReadOnly() bool                           { return false }
+func (m *memDevice) Close() error                             { return nil }
 
 type superblockVector struct {
 	Name    string `json:"name"`
@@ -68,9 +68,9 @@ type recordVector struct {
 	// For "ok":
 	Index   uint64 `json:"index"`
 	Type    uint8  `json:"type"`
-	Meta    string `json:"meta,omitempty"`     // hex
-	BodySHA string `json:"body_sha256"`        // hex
-	BodyLen uint64 `json:"body_len"`           //
+	Meta    string `json:"meta,omitempty"`      // hex
+	BodySHA string `json:"body_sha256"`         // hex
+	BodyLen uint64 `json:"body_len"`            //
 	Leaf    string `json:"leaf_hash,omitempty"` // RFC 6962 leaf hash, hex
 }
 
@@ -142,7 +142,7 @@ func genVectors(t *testing.T) {
 	// Superblocks.
 	base := &superblock{Seq: 7, VaultID: vault, Slot: 2, Size: 1 << 20, DataEnd: 1<<20 - SuperblockSize,
 		TreeSize: 3, LogEnd: DataStart + 3*BlockSize,
-		Keys: []WrappedKey{{Epoch: 0, Key: []byte("wrapped record key, epoch 0")}, {Epoch: 1, Key: []byte("epoch 1")}},
+		Keys:       []WrappedKey{{Epoch: 0, Key: []byte("wrapped record key, epoch 0")}, {Epoch: 1, Key: []byte("epoch 1")}},
 		Checkpoint: []byte("coffre.test/vault\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— x AAAA\n")}
 	for i := range base.UUID {
 		base.UUID[i] = byte(0x10 + i)

@@ -136,7 +136,23 @@ func courierSeal(args []string) int {
 		return fail(usagef("%s holds no secret key", *courierKey))
 	}
 	var in io.Reader = os.Stdin
-	if fs.Arg(0) != "-" {
+	if fs.Arg(0) == "-" {
+		// Sealing needs the size and digest first: spool stdin to a
+		// temporary file on this (online) machine.
+		tmp, err := os.CreateTemp("", "coffre-seal-*")
+		if err != nil {
+			return fail(err)
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		if _, err := io.Copy(tmp, os.Stdin); err != nil {
+			return fail(err)
+		}
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return fail(err)
+		}
+		in = tmp
+	} else {
 		f, err := os.Open(fs.Arg(0))
 		if err != nil {
 			return fail(usagef("%v", err))

@@ -17,7 +17,14 @@
 //     through a callback, decrypts in bounded memory and hands the content on
 //     as a stream whose Read returns an error — never io.EOF — unless every
 //     check (sizes, content digest, MDC, ciphertext digest, trailing data)
-//     passed.
+//     passed. Call Upload.Close when done with an upload.
+//
+// SEIPDv1 is decrypted by a streaming decrypter in this package (seipd.go)
+// that computes the CFB keystream a chunk at a time and runs the MDC SHA-1,
+// the content SHA-256 and the ciphertext SHA-256 on helper goroutines, so an
+// upload of any size opens in well under 2 MiB of heap. SEIPDv2 (AEAD), which
+// other OpenPGP tools write to keys that advertise it, is decrypted by
+// go-crypto.
 //
 // The byte format is specified in docs/formats/envelope.md; vectors are in
 // testdata/envelope/.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -70,6 +71,16 @@ func TestSealComputesDigestFromSeeker(t *testing.T) {
 	// A plain reader without digest is refused.
 	if err := SealItem(io.Discard, k.ingest, m, io.MultiReader(strings.NewReader("x"))); !errors.Is(err, ErrFormat) {
 		t.Fatalf("want ErrFormat, got %v", err)
+	}
+	// Nor is a pipe (an *os.File whose Seek fails).
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	pw.Close()
+	if err := SealItem(io.Discard, k.ingest, m, pr); !errors.Is(err, ErrFormat) {
+		t.Fatalf("pipe: want ErrFormat, got %v", err)
 	}
 	// Declared size/digest that do not match the content are refused.
 	m2 := testManifest(content)

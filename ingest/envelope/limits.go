@@ -28,6 +28,9 @@ const (
 	MaxManifest = 64 << 10
 	// MaxSignature is the largest courier signature packet, in bytes.
 	MaxSignature = 1024
+	// MaxRecipients bounds the public-key encrypted session key packets
+	// read (and tried) per sealed part.
+	MaxRecipients = 16
 	// MaxKeyFile is the largest key file ReadKeys accepts, in bytes.
 	MaxKeyFile = 1 << 20
 

@@ -81,7 +81,7 @@ func SealItem(w io.Writer, ingest *openpgp.Entity, m Manifest, content io.Reader
 		}
 		start, err := s.Seek(0, io.SeekCurrent)
 		if err != nil {
-			return wrapf(ErrFormat, err, "seal: content")
+			return wrapf(ErrFormat, err, "seal: manifest digest not set and content cannot be read twice (a pipe?): set Manifest.Size and Manifest.Digest, or seal from a regular file")
 		}
 		h := sha256.New()
 		n, err := io.Copy(h, content)

@@ -12,10 +12,6 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
-// MaxRecipients bounds the public-key encrypted session key packets tried
-// per sealed part.
-const MaxRecipients = 16
-
 // decrypted is the transport layer opened: the literal data body and what
 // to drain and check at its end.
 type decrypted struct {

@@ -237,7 +237,6 @@ func TestIndexRejects(t *testing.T) {
 		{"supersedes a later record", 4, item("a", "b", 1, 1, 9), "not earlier"},
 		{"malformed meta", 4, Meta{Kind: KindItem}, "item record without a user id"},
 		{"unknown kind", 4, Meta{Kind: 200}, "unknown kind 200"},
-		{"item at record 0", 0, item("a", "b", 1, 1, 0), "record 0 is never an item"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := c.Index(tc.idx, tc.m)

@@ -67,14 +67,13 @@ func (c *Catalog) IndexRaw(recordIndex uint64, meta []byte) error {
 	return c.indexEncoded([]encoded{{recordIndex, m, append([]byte{}, meta...)}})
 }
 
-// checkPlacement checks the rules that tie a meta to its record index:
-// a record supersedes only an earlier one, and record 0 is never an item.
+// checkPlacement checks the rule that ties a meta to its record index: a
+// record supersedes only an earlier one. (Supersedes 0 means "none", so
+// record 0 cannot be superseded by reference; the appliance never writes an
+// item there, but the catalog indexes whatever the drives hold.)
 func checkPlacement(idx uint64, m Meta) error {
 	if m.Supersedes != 0 && m.Supersedes >= idx {
 		return fmt.Errorf("catalog: record %d: %w: supersedes record %d, which is not earlier", idx, ErrMalformedMeta, m.Supersedes)
-	}
-	if idx == 0 && m.Kind == KindItem {
-		return fmt.Errorf("catalog: record 0: %w: record 0 is never an item", ErrMalformedMeta)
 	}
 	return nil
 }
@@ -261,7 +260,7 @@ func (c *Catalog) Users() ([]string, error) {
 // Items returns every item record of a user, every version, sorted by item
 // id, then version, then record index. Superseded records stay listed.
 func (c *Catalog) Items(userID string) ([]Entry, error) {
-	if err := checkID("user id", userID); err != nil || userID == "" {
+	if err := checkUserID(userID); err != nil || userID == "" {
 		return nil, fmt.Errorf("catalog: bad user id %q", truncate(userID))
 	}
 	prefix := append(append([]byte{pItem}, userID...), 0)

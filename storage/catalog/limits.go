@@ -4,7 +4,8 @@ package catalog
 // in a meta blob is bounded by one of these; ParseMeta and EncodeMeta reject
 // anything beyond them.
 const (
-	// MaxIDLen bounds UserID and ItemID (printable ASCII, no space).
+	// MaxIDLen bounds UserID (UTF-8 text without control characters, as
+	// the upload envelope allows) and ItemID (printable ASCII, no space).
 	MaxIDLen = 128
 	// UploadIDLen is the exact length of a non-empty UploadID (lowercase hex
 	// of 16 random bytes).
@@ -12,7 +13,7 @@ const (
 	// MaxItemKindLen bounds ItemKind ([a-z0-9-]).
 	MaxItemKindLen = 32
 	// MaxContentTypeLen bounds ContentType (printable ASCII).
-	MaxContentTypeLen = 127
+	MaxContentTypeLen = 128
 	// MaxItemSize bounds Size (1 TiB); Size is never negative.
 	MaxItemSize = 1 << 40
 	// MaxAlgorithms bounds the number of Algorithms entries.
@@ -24,7 +25,9 @@ const (
 	// MaxAttrKeyLen bounds an Attrs key ([a-z0-9._-]).
 	MaxAttrKeyLen = 32
 	// MaxAttrValueLen bounds an Attrs value (valid UTF-8).
-	MaxAttrValueLen = 256
+	MaxAttrValueLen = 16 << 10
+	// MaxAttrsValueTotal bounds the sum of the lengths of all Attrs values.
+	MaxAttrsValueTotal = 16 << 10
 
 	// MaxMetaSize is the largest encoding the limits above allow; ParseMeta
 	// rejects a longer input before reading it.
@@ -36,7 +39,7 @@ const (
 		1 + MaxContentTypeLen +
 		8 + 32 + 8 + // size, digest, supersedes
 		1 + MaxAlgorithms*(1+MaxAlgorithmLen) +
-		1 + MaxAttrs*(1+MaxAttrKeyLen+2+MaxAttrValueLen)
+		1 + MaxAttrs*(1+MaxAttrKeyLen+2) + MaxAttrsValueTotal
 )
 
 // Limits of the catalog's own state.

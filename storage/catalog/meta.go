@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -262,7 +263,7 @@ func (m *Meta) validate() error {
 	if !m.Kind.Valid() {
 		return metaErr("unknown kind %d", uint8(m.Kind))
 	}
-	if err := checkID("user id", m.UserID); err != nil {
+	if err := checkUserID(m.UserID); err != nil {
 		return err
 	}
 	if err := checkID("item id", m.ItemID); err != nil {
@@ -298,6 +299,13 @@ func (m *Meta) validate() error {
 	if len(m.Attrs) > MaxAttrs {
 		return metaErr("%d attributes, more than %d", len(m.Attrs), MaxAttrs)
 	}
+	total := 0
+	for _, v := range m.Attrs {
+		total += len(v)
+	}
+	if total > MaxAttrsValueTotal {
+		return metaErr("attribute values total %d bytes, more than %d", total, MaxAttrsValueTotal)
+	}
 	for k, v := range m.Attrs {
 		if k == "" || len(k) > MaxAttrKeyLen || !allBytes(k, isAttrKeyByte) {
 			return metaErr("attribute key %q: empty, more than %d bytes or not [a-z0-9._-]", truncate(k), MaxAttrKeyLen)
@@ -323,6 +331,25 @@ func (m *Meta) validate() error {
 	case KindEscrow:
 		if m.UserID == "" {
 			return metaErr("escrow record without a user id")
+		}
+	}
+	return nil
+}
+
+// checkUserID accepts what the upload envelope accepts as a user id: valid
+// UTF-8 without control characters, line/paragraph separators or bidi
+// overrides and isolates, at most MaxIDLen bytes (empty allowed here; kinds
+// that need a user say so).
+func checkUserID(s string) error {
+	if len(s) > MaxIDLen {
+		return metaErr("user id: %d bytes, more than %d", len(s), MaxIDLen)
+	}
+	if !utf8.ValidString(s) {
+		return metaErr("user id: not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || (r >= 0x2028 && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return metaErr("user id: control or bidi character U+%04X", r)
 		}
 	}
 	return nil

@@ -104,7 +104,9 @@ func generateVectors(t *testing.T) []vector {
 	valid("checkpoint", Meta{Kind: KindCheckpoint, Attrs: map[string]string{"origin": "coffre.example/vault", "size": "812"}})
 	valid("supersede-only", Meta{Kind: KindSupersede, Supersedes: 1})
 	valid("drive-event-utf8-attr", Meta{Kind: KindDriveEvent, Attrs: map[string]string{"note": "tiroir n°3 — bureau"}})
-	maxed := Meta{Kind: KindItem, UserID: strings.Repeat("u", MaxIDLen), ItemID: strings.Repeat("~", MaxIDLen),
+	valid("item-utf8-user-id", Meta{Kind: KindItem, UserID: "José García", ItemID: "letter:2026", Version: 3,
+		UploadID: uploadID(99), ItemKind: "letter", ContentType: "text/plain; charset=utf-8", Size: 1})
+	maxed := Meta{Kind: KindItem, UserID: strings.Repeat("é", MaxIDLen/2), ItemID: strings.Repeat("~", MaxIDLen),
 		Version: 0xffffffff, UploadID: strings.Repeat("f", 32), ItemKind: strings.Repeat("z", MaxItemKindLen),
 		ContentType: strings.Repeat(" ", MaxContentTypeLen), Size: MaxItemSize, Supersedes: 1<<64 - 1, Attrs: map[string]string{}}
 	for i := range maxed.Digest {
@@ -114,7 +116,7 @@ func generateVectors(t *testing.T) []vector {
 		maxed.Algorithms = append(maxed.Algorithms, strings.Repeat(string(rune('a'+i)), MaxAlgorithmLen))
 	}
 	for i := 0; i < MaxAttrs; i++ {
-		maxed.Attrs[strings.Repeat(string(rune('a'+i)), MaxAttrKeyLen)] = strings.Repeat("é", MaxAttrValueLen/2)
+		maxed.Attrs[strings.Repeat(string(rune('a'+i)), MaxAttrKeyLen)] = strings.Repeat("é", MaxAttrsValueTotal/MaxAttrs/2)
 	}
 	valid("every-field-at-its-limit", maxed)
 
@@ -128,7 +130,10 @@ func generateVectors(t *testing.T) []vector {
 	invalid("format-2", mut(func(b []byte) []byte { b[2] = 2; return b }), "unsupported format version 2")
 	invalid("kind-0", mut(func(b []byte) []byte { b[3] = 0; return b }), "unknown kind 0")
 	invalid("kind-14", mut(func(b []byte) []byte { b[3] = 14; return b }), "unknown kind 14")
-	invalid("user-id-with-space", mut(func(b []byte) []byte { b[5] = ' '; return b }), "user id: not printable")
+	invalid("user-id-with-control-char", mut(func(b []byte) []byte { b[5] = 0x01; return b }), "user id: control")
+	invalid("user-id-not-utf8", mut(func(b []byte) []byte { b[5] = 0xc3; return b }), "user id: not valid UTF-8")
+	invalid("user-id-bidi-override", mustRaw(t, func(m *Meta) { m.UserID = "al\u202eice" }), "user id: control or bidi")
+	invalid("item-id-with-space", mustRaw(t, func(m *Meta) { m.ItemID = "pw 1" }), "item id: not printable")
 	invalid("user-id-length-overruns", mut(func(b []byte) []byte { b[4] = 0xff; return b }), "")
 	off := 4 + 6 + 5 + 4 // start of the upload id str8
 	invalid("upload-id-uppercase", mut(func(b []byte) []byte { b[off+1] = 'A'; return b }), "upload id is not 32 lowercase hex")
@@ -145,6 +150,8 @@ func generateVectors(t *testing.T) []vector {
 	invalid("attr-value-not-utf8", rawAttrs(t, [][2]string{{"a", "\xff"}}), "not UTF-8")
 	invalid("attr-key-uppercase", rawAttrs(t, [][2]string{{"A", "x"}}), "attribute key")
 	invalid("too-long", make([]byte, MaxMetaSize+1), "more than the")
+	invalid("attr-values-over-total", rawAttrs(t, [][2]string{{"a", strings.Repeat("x", MaxAttrValueLen)}, {"b", "y"}}), "attribute values total")
+	invalid("attr-value-over-limit", rawAttrs(t, [][2]string{{"a", strings.Repeat("x", MaxAttrValueLen+1)}}), "")
 	return vs
 }
 
