@@ -159,4 +159,3 @@ func vmHWM(pid int) int64 {
 	}
 	return 0
 }
-
