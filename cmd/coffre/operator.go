@@ -355,3 +355,7 @@ func progressBar(what string) func(done, total uint64) {
 		}
 	}
 }
+
+func openAppliance(state string, o appliance.OpenOptions) (*appliance.Appliance, error) {
+	return appliance.Open(state, o)
+}
