@@ -93,7 +93,10 @@ func benchPipeline(t *testing.T, n, size int) {
 		sealed[i] = b.Bytes()
 	}
 	tSeal := time.Since(t0)
-	meta, _ := catalog.EncodeMeta(catalog.Meta{Kind: catalog.KindItem, UserID: "bench", ItemID: "x", Version: 1, UploadID: strings.Repeat("0", 32)})
+	meta, err := catalog.EncodeMeta(catalog.Meta{Kind: catalog.KindItem, UserID: "bench", ItemID: "x", Version: 1, UploadID: envelope.NewUploadID(), ItemKind: "document", ContentType: "application/octet-stream", Size: int64(size)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t0 = time.Now()
 	for _, s := range sealed {
 		if _, err := a.Vault().Append(context.Background(), storage.Record{Type: storage.TypeItem, Meta: meta, Body: bytes.NewReader(s)}); err != nil {
@@ -118,7 +121,11 @@ func benchPipeline(t *testing.T, n, size int) {
 		if _, err := e.status(); err == nil {
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case err := <-d.done:
+			t.Fatalf("coffred exited: %v\n%s", err, d.logs)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	t0 = time.Now()
 	os.Rename(e.path("bundle"), filepath.Join(spool, "bundle"))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +62,12 @@ type Event struct {
 // closes everything.
 func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	log := newLogger(logOut, cfg.LogLevel)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit keeps the catalog's compactions and large uploads
+		// from growing the heap on a small appliance (see the catalog's
+		// measurements in docs/operator.md).
+		debug.SetMemoryLimit(384 << 20)
+	}
 	pass, err := readPassphrase(cfg.Keystore.PassphraseFile)
 	if err != nil {
 		return err

@@ -209,7 +209,10 @@ func Audit(paths []string, o AuditOptions) (*AuditReport, error) {
 			s := d.scan
 			// Where the walk stopped early: report, then check the rest at the
 			// reference offsets so every damaged record is named.
-			if s.stopErr != nil && (int(s.stopIndex) < rs.cut || s.stopIndex < d.sb.TreeSize) {
+			// Below the superblock's tree size every record was synced and
+			// acknowledged: a stop there is damage. Beyond it, a torn tail.
+			damaged := s.stopErr != nil && s.stopIndex < d.sb.TreeSize
+			if damaged {
 				add(d, int64(s.stopIndex), "%s", trimPrefix(s.stopErr.Error()))
 				r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
 				for i := int(s.stopIndex) + 1; i < rs.cut; i++ {
@@ -227,7 +230,7 @@ func Audit(paths []string, o AuditOptions) (*AuditReport, error) {
 					break
 				}
 			}
-			if s.cut < rs.cut && s.stopErr == nil {
+			if s.cut < rs.cut && !damaged {
 				d.rep.LagsBehindBy = uint64(rs.cut - s.cut)
 				rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s lags %d records behind %s (offsite or unplugged; the appliance syncs it)", d.path, rs.cut-s.cut, ref.path))
 			}

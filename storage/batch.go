@@ -6,11 +6,29 @@ import (
 	"sync"
 )
 
-const batchBufSize = 4 << 20
+const (
+	batchBufSize = 4 << 20
+	ringSize     = 3
+)
 
 type target struct {
 	d   *drive
+	mu  sync.Mutex
 	err error
+}
+
+func (t *target) failed() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *target) fail(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err == nil {
+		t.err = err
+	}
 }
 
 type seg struct {
@@ -19,17 +37,18 @@ type seg struct {
 }
 
 // batchWriter lays records out contiguously from a start offset and writes
-// them to every target drive through two aligned buffers, so encryption of
-// the next buffer overlaps the writes of the previous one. A record's first
+// them to every target drive through a ring of aligned buffers, so
+// encryption of the next buffer overlaps the writes of the previous ones
+// (each drive proceeds at its own pace). A record's first
 // block (its header) is held back until the record is complete.
 type batchWriter struct {
 	quorum int
 	ts     []*target
-	bufs   [2][]byte
+	bufs   [ringSize][]byte
+	wgs    [ringSize]sync.WaitGroup // writes in flight from each buffer
 	cur    int
 	base   int64 // drive offset of buf[0]
 	n      int
-	wg     sync.WaitGroup
 
 	recStart  int64
 	headInBuf bool
@@ -41,7 +60,9 @@ func newBatchWriter(ds []*drive, start int64, quorum int) *batchWriter {
 	for _, d := range ds {
 		w.ts = append(w.ts, &target{d: d})
 	}
-	w.bufs[0], w.bufs[1] = bufPool.Get().([]byte), bufPool.Get().([]byte)
+	for i := range w.bufs {
+		w.bufs[i] = bufPool.Get().([]byte)
+	}
 	return w
 }
 
@@ -49,10 +70,11 @@ var bufPool = sync.Pool{New: func() any { return alignedBuf(batchBufSize) }}
 
 // release returns the buffers; the writer must be idle.
 func (w *batchWriter) release() {
-	w.wg.Wait()
-	bufPool.Put(w.bufs[0])
-	bufPool.Put(w.bufs[1])
-	w.bufs[0], w.bufs[1] = nil, nil
+	w.wait()
+	for i := range w.bufs {
+		bufPool.Put(w.bufs[i])
+		w.bufs[i] = nil
+	}
 }
 
 func (w *batchWriter) buf() []byte { return w.bufs[w.cur] }
@@ -62,7 +84,7 @@ func (w *batchWriter) pos() int64 { return w.base + int64(w.n) }
 func (w *batchWriter) live() int {
 	n := 0
 	for _, t := range w.ts {
-		if t.err == nil {
+		if t.failed() == nil {
 			n++
 		}
 	}
@@ -72,7 +94,7 @@ func (w *batchWriter) live() int {
 func (w *batchWriter) liveDrives() []*drive {
 	var out []*drive
 	for _, t := range w.ts {
-		if t.err == nil {
+		if t.failed() == nil {
 			out = append(out, t.d)
 		}
 	}
@@ -82,8 +104,8 @@ func (w *batchWriter) liveDrives() []*drive {
 func (w *batchWriter) errs() error {
 	var errs []error
 	for _, t := range w.ts {
-		if t.err != nil {
-			errs = append(errs, t.err)
+		if err := t.failed(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -130,9 +152,9 @@ func (w *batchWriter) finish(h *Header) error {
 		return nil
 	}
 	h.put(w.head)
-	w.wg.Wait()
-	w.fanout([]seg{{w.head, w.recStart}})
-	w.wg.Wait()
+	var wg sync.WaitGroup
+	w.fanout(&wg, []seg{{w.head, w.recStart}})
+	wg.Wait()
 	w.head = nil
 	return nil
 }
@@ -141,7 +163,6 @@ func (w *batchWriter) finish(h *Header) error {
 // asynchronously and switches buffers. It fails when fewer than the quorum
 // of drives are still taking writes.
 func (w *batchWriter) flush() error {
-	w.wg.Wait()
 	if w.live() < w.quorum {
 		return fmt.Errorf("%w: %d drives left: %w", ErrNoQuorum, w.live(), w.errs())
 	}
@@ -161,29 +182,33 @@ func (w *batchWriter) flush() error {
 	} else if len(b) > 0 {
 		segs = append(segs, seg{b, w.base})
 	}
-	w.fanout(segs)
+	w.fanout(&w.wgs[w.cur], segs)
 	w.base += int64(w.n)
 	w.n = 0
-	w.cur ^= 1
+	w.cur = (w.cur + 1) % ringSize
+	w.wgs[w.cur].Wait() // the next buffer must be written out before reuse
 	return nil
 }
 
-func (w *batchWriter) fanout(segs []seg) {
+func (w *batchWriter) fanout(wg *sync.WaitGroup, segs []seg) {
 	if len(segs) == 0 {
 		return
 	}
 	for _, t := range w.ts {
-		if t.err != nil {
+		if t.failed() != nil {
 			continue
 		}
-		w.wg.Go(func() {
+		wg.Go(func() {
 			for _, s := range segs {
+				if t.failed() != nil {
+					return
+				}
 				if s.off+int64(len(s.p)) > t.d.sb.DataEnd {
-					t.err = t.d.errf(-1, fmt.Errorf("%w: record would pass the end of the data area at %d", ErrNoSpace, t.d.sb.DataEnd))
+					t.fail(t.d.errf(-1, fmt.Errorf("%w: record would pass the end of the data area at %d", ErrNoSpace, t.d.sb.DataEnd)))
 					return
 				}
 				if _, err := t.d.dev.WriteAt(s.p, s.off); err != nil {
-					t.err = t.d.errf(-1, err)
+					t.fail(t.d.errf(-1, err))
 					return
 				}
 			}
@@ -191,22 +216,27 @@ func (w *batchWriter) fanout(segs []seg) {
 	}
 }
 
-func (w *batchWriter) wait() { w.wg.Wait() }
+func (w *batchWriter) wait() {
+	for i := range w.wgs {
+		w.wgs[i].Wait()
+	}
+}
 
 // commit writes what is buffered and fdatasyncs every live target. The
 // caller then counts live targets against the quorum.
 func (w *batchWriter) commit() {
 	w.flush()
-	w.wg.Wait()
+	w.wait()
+	var wg sync.WaitGroup
 	for _, t := range w.ts {
-		if t.err != nil {
+		if t.failed() != nil {
 			continue
 		}
-		w.wg.Go(func() {
+		wg.Go(func() {
 			if err := t.d.dev.Sync(); err != nil {
-				t.err = t.d.errf(-1, err)
+				t.fail(t.d.errf(-1, err))
 			}
 		})
 	}
-	w.wg.Wait()
+	wg.Wait()
 }

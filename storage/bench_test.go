@@ -104,10 +104,17 @@ func TestBenchAudit(t *testing.T) {
 		}
 	}
 	v.Close()
-	var total int64
+	// Ours is credited with the bytes it verifies (log and superblocks),
+	// the peer with the whole images (the unused tail is 3% of them).
+	var total, audited int64
 	for _, p := range paths {
 		st, _ := os.Stat(p)
 		total += st.Size()
+		info, err := ReadDriveInfo(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		audited += info.Used + 2*SuperblockSize
 	}
 	dropCaches(t)
 	start := time.Now()
@@ -115,7 +122,7 @@ func TestBenchAudit(t *testing.T) {
 	if err != nil || !rep.OK {
 		t.Fatalf("audit: %v %s", err, rep)
 	}
-	ours := float64(total) / (1 << 20) / time.Since(start).Seconds()
+	ours := float64(audited) / (1 << 20) / time.Since(start).Seconds()
 	dropCaches(t)
 	start = time.Now()
 	if out, err := exec.Command("sha256sum", paths...).CombinedOutput(); err != nil {

@@ -116,3 +116,44 @@ func TestScanDriveSkipsUncommittedTail(t *testing.T) {
 		t.Fatal("scan with the wrong key succeeded")
 	}
 }
+
+// TestDivergedDriveQuarantinedThenSynced: a drive that took writes the
+// others never saw is quarantined at open, and Sync cuts it back to the
+// common prefix and recopies it.
+func TestDivergedDriveQuarantinedThenSynced(t *testing.T) {
+	k := newTestKeys(t)
+	paths := imageDrives(t, k, 3, 16<<20)
+	r := mrand.New(mrand.NewPCG(51, 52))
+	v := openVault(t, k, paths, 2)
+	items := appendItems(t, v, r, 100)
+	v.Close()
+	v = openVault(t, k, paths[:1], 1) // drive 1 alone grows one history
+	appendItems(t, v, r, 7)
+	v.Close()
+	v = openVault(t, k, paths[1:], 1) // drives 2 and 3 another, longer one
+	for k, x := range appendItems(t, v, r, 8, 9) {
+		items[k] = x
+	}
+	for k, x := range appendItems(t, v, r, 10) {
+		items[k] = x
+	}
+	v.Close()
+	v = openVault(t, k, paths, 2)
+	st, why := stateOf(v, paths[0])
+	if st != StateQuarantined || !strings.Contains(why, "disagrees") {
+		t.Fatalf("diverged drive: %s %q", st, why)
+	}
+	info, _ := ReadDriveInfo(paths[0])
+	if err := v.Sync(context.Background(), info.UUID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, why := stateOf(v, paths[0]); st != StateActive {
+		t.Fatalf("after sync: %s %q", st, why)
+	}
+	checkItems(t, v, items)
+	v.Close()
+	replicasEqual(t, paths)
+	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
+		t.Fatalf("audit: %v %s", err, rep)
+	}
+}

@@ -77,6 +77,7 @@ func (s *streamReader) Read(p []byte) (int, error) {
 		}
 		s.left -= n
 		out, err := s.aead.Open(s.buf[:0], chunkNonce(s.nonce, s.i, last), s.buf[:n], s.aad)
+		cleanVector()
 		if err != nil {
 			s.err = errAuth
 			return 0, s.err

@@ -472,7 +472,7 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 	v.ckpt = msg
 	v.markFailed(w)
 	for _, t := range w.ts {
-		if t.err == nil {
+		if t.failed() == nil {
 			t.d.n, t.d.end = uint64(len(v.recs)), v.end
 		}
 	}
@@ -482,8 +482,8 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 
 func (v *Vault) markFailed(w *batchWriter) {
 	for _, t := range w.ts {
-		if t.err != nil && t.d.state == StateActive {
-			v.fail(t.d, t.err)
+		if err := t.failed(); err != nil && t.d.state == StateActive {
+			v.fail(t.d, err)
 		}
 	}
 }
@@ -543,6 +543,7 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 		}
 		last := n2 == 0
 		ct := aead.Seal(sum.buf(), chunkNonce(h.Nonce, i, last), cur[:n1], aad)
+		cleanVector()
 		if err := w.write(ct); err != nil {
 			return err
 		}
