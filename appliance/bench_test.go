@@ -43,7 +43,7 @@ func TestBenchPipeline(t *testing.T) {
 }
 
 func benchPipeline(t *testing.T, n, size int) {
-	e := newVault(t)
+	e := newVaultSize(t, int64(4*n*size+(64<<20)))
 	id, _ := appliance.LoadIdentity(e.state)
 	ing, err := envelope.ReadKeys(strings.NewReader(id.IngestKey))
 	if err != nil {

@@ -29,13 +29,9 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	usb.RunChildIfRequested()
-	dir, err := os.MkdirTemp("", "coffre-e2e-bin")
+	dir, err := testenv.BuildCommands()
 	if err != nil {
-		panic(err)
-	}
-	out, err := exec.Command("go", "build", "-o", dir, "coffre/cmd/coffre", "coffre/cmd/coffred").CombinedOutput()
-	if err != nil {
-		os.Stderr.Write(out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binDir = dir
@@ -79,12 +75,14 @@ func (e *env) path(p ...string) string { return filepath.Join(append([]string{e.
 
 // newVault provisions a vault with four image drives, three bailiffs (2 of
 // 3) and a pinned courier.
-func newVault(t *testing.T) *env {
+func newVault(t *testing.T) *env { return newVaultSize(t, 64<<20) }
+
+func newVaultSize(t *testing.T, driveSize int64) *env {
 	e := &env{t: t, dir: t.TempDir()}
 	e.state = e.path("state")
 	e.coffre("init", "--state", e.state, "--fast-kdf")
 	for i := 1; i <= 4; i++ {
-		e.coffre("drive", "format", "--state", e.state, "--slot", fmt.Sprint(i), "--size", fmt.Sprint(64<<20), e.path(fmt.Sprintf("drive%d.img", i)))
+		e.coffre("drive", "format", "--state", e.state, "--slot", fmt.Sprint(i), "--size", fmt.Sprint(driveSize), e.path(fmt.Sprintf("drive%d.img", i)))
 	}
 	var gens []string
 	for i := 1; i <= 3; i++ {
@@ -167,6 +165,9 @@ func (e *env) waitStored(d *daemon, n int, timeout time.Duration) appliance.Stat
 		st, err := e.status()
 		if err == nil && st.Stored+st.Replays >= n {
 			return st
+		}
+		if err == nil && st.Rejected > 0 {
+			e.t.Fatalf("coffred rejected %d upload(s): %+v", st.Rejected, st.LastErrors)
 		}
 		select {
 		case err := <-d.done:

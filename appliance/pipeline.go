@@ -15,7 +15,6 @@ import (
 	"coffre/appliance/receipt"
 	"coffre/bailiff"
 	"coffre/ingest/envelope"
-	"coffre/internal/fsutil"
 	"coffre/storage"
 	"coffre/storage/catalog"
 )
@@ -272,7 +271,13 @@ func (a *Appliance) issueReceipt(res *IngestResult) error {
 	}
 	res.ReceiptPath = a.receiptPath(res.UploadID)
 	res.Receipt = b
-	return fsutil.WriteFileAtomic(res.ReceiptPath, b, 0o644)
+	// No fsync: the upload is already durable on the drives, and a receipt
+	// lost in a crash is issued again when the upload is re-fed (replay).
+	tmp := res.ReceiptPath + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, res.ReceiptPath)
 }
 
 // Receipt builds the inclusion proof of record idx against the latest

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/base64"
 	"fmt"
 	"strconv"
@@ -100,10 +99,4 @@ func OpenCheckpoint(msg []byte, v note.Verifier, origin string) (Checkpoint, err
 		return c, fmt.Errorf("storage: checkpoint names origin %q, want %q", c.Origin, origin)
 	}
 	return c, nil
-}
-
-// sameCheckpoint reports whether two notes carry the same body.
-func sameBody(a, b []byte) bool {
-	ia, ib := bytes.Index(a, []byte("\n\n")), bytes.Index(b, []byte("\n\n"))
-	return ia >= 0 && ib >= 0 && bytes.Equal(a[:ia], b[:ib])
 }

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 
@@ -149,8 +148,6 @@ type scanOpts struct {
 	trusted  uint64 // records below this index get header checks only
 	full     bool   // verify every payload hash
 }
-
-var errStopZero = errors.New("zero block")
 
 // scanLog walks the record log of dev from the start.
 func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {

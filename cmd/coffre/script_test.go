@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"coffre/internal/testenv"
 )
 
 // The CLI tests drive the real binaries through scripts in
@@ -34,13 +37,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "coffre-bin")
+	dir, err := testenv.BuildCommands()
 	if err != nil {
-		panic(err)
-	}
-	out, err := exec.Command("go", "build", "-o", dir, "coffre/cmd/coffre", "coffre/cmd/coffred").CombinedOutput()
-	if err != nil {
-		os.Stderr.Write(out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binDir = dir

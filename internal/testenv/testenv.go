@@ -74,3 +74,19 @@ func (e *cmdError) Error() string {
 	}
 	return e.what + ": " + e.err.Error() + "\n" + string(out)
 }
+
+// BuildCommands builds the coffre and coffred binaries into a new temporary
+// directory for tests that drive the real programs (call it from TestMain;
+// remove the directory afterwards).
+func BuildCommands() (string, error) {
+	dir, err := os.MkdirTemp("", "coffre-bin")
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "build", "-o", dir, "coffre/cmd/coffre", "coffre/cmd/coffred").CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", &cmdError{"go build", err, out}
+	}
+	return dir, nil
+}
