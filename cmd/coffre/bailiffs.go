@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"coffre/appliance"
+	"coffre/bailiff"
+	"coffre/internal/fsutil"
 )
 
 func init() {
@@ -16,6 +20,7 @@ func init() {
 
 func cmdCeremony(args []string) int {
 	return subcommand("ceremony", args, map[string]func([]string) int{
+		"enrol":         ceremonyEnrol,
 		"genesis":       ceremonyGenesis,
 		"verify-shares": ceremonyVerifyShares,
 	})
@@ -34,6 +39,68 @@ func bailiffSpec(s string) (appliance.NewBailiff, error) {
 		return appliance.NewBailiff{}, usagef("passphrase of %s: %v", p[0], err)
 	}
 	return appliance.NewBailiff{Name: p[0], Email: p[1], Passphrase: []byte(strings.TrimRight(string(pass), "\r\n"))}, nil
+}
+
+// ceremonyEnrol makes one bailiff's key on the appliance — exported
+// passphrase-protected for the token and as a key card that is scanned back
+// before the command succeeds, then wiped — or checks a public key the
+// bailiff made elsewhere. Genesis then imports the public key; the bailiff
+// signs the roster from their token (gpg --detach-sign).
+func ceremonyEnrol(args []string) int {
+	fs := newFlags("ceremony enrol", "(--name NAME --email EMAIL --passphrase-file FILE --out DIR | --check PUBKEY.asc)")
+	name := fs.String("name", "", "the bailiff's name")
+	email := fs.String("email", "", "the bailiff's email")
+	passFile := fs.String("passphrase-file", "", "the bailiff's passphrase for the exported key")
+	out := fs.String("out", "", "directory for NAME.sec.asc (token), NAME.card.png (paper) and NAME.pub.asc")
+	check := fs.String("check", "", "check a public key the bailiff made with GnuPG or on a smartcard")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	now := time.Now()
+	if *check != "" {
+		pub, err := os.ReadFile(*check)
+		if err != nil {
+			return fail(usagef("%v", err))
+		}
+		k, err := bailiff.ImportBailiffKey(*name, pub, now)
+		if err != nil {
+			return fail(usageError{err})
+		}
+		fmt.Printf("%s: acceptable bailiff key %s (P-521, signing and encryption)\n", *check, k.Fingerprint)
+		return exitOK
+	}
+	if *name == "" || *email == "" || *passFile == "" || *out == "" {
+		fs.Usage()
+		return exitUsage
+	}
+	b, err := bailiffSpec(*name + ":" + *email + ":" + *passFile)
+	if err != nil {
+		return fail(err)
+	}
+	g, err := bailiff.GenerateBailiffKey(b.Name, b.Email, b.Passphrase, now)
+	if err != nil {
+		return fail(err)
+	}
+	defer g.Wipe()
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return fail(err)
+	}
+	base := filepath.Join(*out, strings.ReplaceAll(*name, " ", "-"))
+	pub, _ := g.Key.ArmoredPublic()
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{base + ".sec.asc", g.ArmoredSecret, 0o600}, {base + ".card.png", g.Card.PNG, 0o600}, {base + ".pub.asc", pub, 0o644}} {
+		if err := fsutil.CreateExclusive(f.path, f.data, f.mode); err != nil {
+			return fail(err)
+		}
+	}
+	fmt.Printf("bailiff key %s for %s: token file %s.sec.asc, key card %s.card.png (card %s, scanned back and verified), public key %s.pub.asc\n",
+		g.Key.Fingerprint, *name, base, base, g.Card.ID, base)
+	fmt.Print(g.Card.Caption())
+	fmt.Println("The unprotected key is wiped from the appliance. At genesis: --import '" + *name + ":" + base + ".pub.asc'")
+	return exitOK
 }
 
 func ceremonyGenesis(args []string) int {
@@ -153,9 +220,10 @@ func cmdRestitute(args []string) int {
 	out := fs.String("out", "", "directory for the restitution package")
 	image := fs.String("image", "", "also write the package as a FAT32 image")
 	order := fs.String("order", "", "a restitution order already signed by the bailiffs")
-	var bs, cards listFlag
+	var bs, cards, qrs listFlag
 	fs.Var(&bs, "bailiff", "a bailiff present: SECRETKEY.asc:PASSPHRASE_FILE (repeatable)")
 	fs.Var(&cards, "share-card", "a share a bailiff opened with GnuPG, as card text (repeatable)")
+	fs.Var(&qrs, "share-qr", "the same share card brought back as a QR code picture (repeatable)")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -184,6 +252,17 @@ func cmdRestitute(args []string) int {
 			return fail(usagef("%v", err))
 		}
 		ro.ShareCards = append(ro.ShareCards, b)
+	}
+	for _, q := range qrs {
+		pic, err := os.ReadFile(q)
+		if err != nil {
+			return fail(usagef("%v", err))
+		}
+		card, err := bailiff.ReadShareQR(pic)
+		if err != nil {
+			return fail(usagef("share QR %s: %v", q, err))
+		}
+		ro.ShareCards = append(ro.ShareCards, card)
 	}
 	a, err := k.open()
 	if err != nil {
