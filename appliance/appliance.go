@@ -49,6 +49,7 @@ type Appliance struct {
 	escrowIdx map[string]uint64 // user → live escrow record (guarded by mu)
 
 	secrets     map[string][]byte // the keys, unsealed once at open; wiped at Close
+	quorum      int
 	measurement *firmware.Measurement
 
 	inflightMu sync.Mutex
@@ -163,6 +164,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if quorum == 0 {
 		quorum = id.WriteQuorum
 	}
+	a.quorum = quorum
 	if a.vault, err = a.openVault(paths, quorum); err != nil {
 		return nil, err
 	}
@@ -190,6 +192,7 @@ func (a *Appliance) storageOptions(quorum int) (storage.Options, error) {
 	}
 	return storage.Options{
 		RecordKey:   a.recordKey,
+		KeyEpoch:    a.currentEpoch(),
 		Signer:      signer,
 		Verifier:    a.verifier,
 		Origin:      a.ID.Origin,
@@ -212,11 +215,7 @@ func (a *Appliance) openVault(paths []string, quorum int) (*storage.Vault, error
 
 // recordKey returns the vault record key of an epoch from the keystore.
 func (a *Appliance) recordKey(epoch uint32) ([]byte, error) {
-	name := keyRecord
-	if epoch > 0 {
-		name = fmt.Sprintf("%s.%d", keyRecord, epoch)
-	}
-	k, ok := a.secrets[name]
+	k, ok := a.secrets[recordKeyName(epoch)]
 	if !ok {
 		return nil, fmt.Errorf("appliance: no record key of epoch %d in the keystore", epoch)
 	}

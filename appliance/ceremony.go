@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -124,6 +125,9 @@ func (a *Appliance) Genesis(ctx context.Context, o GenesisOptions) (*GenesisResu
 	if err != nil {
 		return nil, err
 	}
+	if err := a.appendGenesisRecord(ctx); err != nil {
+		return nil, err
+	}
 	rosterIdx, err := a.commit(ctx, storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Algorithms: []string{bailiff.AlgKey}}, bytesReader(fin.Roster.Marshal()))
 	if err != nil {
 		return nil, err
@@ -196,6 +200,28 @@ func fileSafe(s string) string {
 		}
 		return '-'
 	}, s)
+}
+
+// appendGenesisRecord makes record 0 the vault's public identity (vault id,
+// origin, audit verifier key, ingest public key). Record 0 is never
+// superseded (the catalog's "supersedes" field uses 0 for "none"), so it holds
+// nothing that would ever need re-encapsulation: only public data.
+func (a *Appliance) appendGenesisRecord(ctx context.Context) error {
+	if a.vault.Size() != 0 {
+		return nil
+	}
+	pub := struct {
+		VaultID   string `json:"vault_id"`
+		Origin    string `json:"origin"`
+		AuditKey  string `json:"audit_key"`
+		IngestKey string `json:"ingest_key"`
+	}{a.ID.VaultID, a.ID.Origin, a.ID.AuditKey, a.ID.IngestKey}
+	b, err := json.Marshal(pub)
+	if err != nil {
+		return err
+	}
+	_, err = a.commit(ctx, storage.TypeCeremony, catalog.Meta{Kind: catalog.KindGenesis}, bytesReader(b))
+	return err
 }
 
 // Roster returns the roster in force, read from the drives once.

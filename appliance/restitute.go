@@ -117,7 +117,9 @@ func (a *Appliance) Restitute(ctx context.Context, o RestituteOptions) (*Restitu
 	if have, need := u.Have(); have < need {
 		return nil, fmt.Errorf("appliance: %d of the %d shares needed to open %s's escrow", have, need, order.UserID)
 	}
-	entries, err := a.cat.Items(order.UserID)
+	// Live records only: a record re-encapsulated (superseded) is the same
+	// item version under newer protection.
+	entries, err := a.cat.Live(order.UserID)
 	if err != nil {
 		return nil, err
 	}

@@ -83,13 +83,20 @@ func (p *Policy) Marshal() []byte {
 func Parse(b []byte) (*Policy, error) {
 	p, err := parse(b)
 	if err != nil {
-		if !errors.Is(err, ErrFormat) {
-			err = fmt.Errorf("%w: %w", ErrFormat, err)
-		}
-		return nil, err
+		return nil, &formatError{err}
 	}
 	return p, nil
 }
+
+// formatError wraps a Parse failure so that it matches both ErrFormat and
+// the underlying error (canon.ErrSyntax, …).
+type formatError struct{ err error }
+
+func (e *formatError) Error() string {
+	return ErrFormat.Error() + ": " + strings.TrimPrefix(e.err.Error(), "policy: ")
+}
+
+func (e *formatError) Unwrap() []error { return []error{ErrFormat, e.err} }
 
 func parse(b []byte) (*Policy, error) {
 	rd, err := canon.NewReader("policy", b, MaxPolicyLen)

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"coffre/appliance"
+)
+
+func init() {
+	register("reencap", "plan | run | status: re-encapsulate what ageing algorithms protect", cmdReencap)
+}
+
+func cmdReencap(args []string) int {
+	return subcommand("reencap", args, map[string]func([]string) int{
+		"plan":   reencapPlan,
+		"run":    reencapRun,
+		"status": reencapStatus,
+	})
+}
+
+func reencapRun(args []string) int {
+	fs := newFlags("reencap run", "--state DIR --kind record [--new-epoch]")
+	var k keystoreFlags
+	k.register(fs)
+	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum)")
+	newEpoch := fs.Bool("new-epoch", false, "record: create a fresh record key epoch first (otherwise resume the job in flight)")
+	limit := fs.Int("max", -1, "re-encrypt at most this many records in this run (a bounded maintenance window; -1: all)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *kind != "record" {
+		return fail(usagef("--kind %q: this version runs the record-layer rekey (--kind record); the quorum kinds (roster, rewrap, upgrade) are planned but not run yet", *kind))
+	}
+	a, err := k.open()
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	job, err := a.Rekey(ctx, *newEpoch, *limit, func(done, total int) {
+		progressBar("re-encrypting records")(uint64(done), uint64(total))
+	})
+	if err != nil {
+		if job != nil {
+			fmt.Fprintf(os.Stderr, "stopped after %d of %d records; run the same command again to resume\n", job.Done, job.Total)
+		}
+		return fail(err)
+	}
+	if job.Status != "done" {
+		fmt.Printf("record-layer rekey to epoch %d: %d of %d records done; run again to continue\n", job.Epoch, job.Done, job.Total)
+		return exitOK
+	}
+	fmt.Printf("record-layer rekey to epoch %d done: %d records re-encrypted and superseded (the old ones stay until a quorum retires them)\n", job.Epoch, job.Done)
+	return exitOK
+}
+
+func reencapStatus(args []string) int {
+	fs := newFlags("reencap status", "--state DIR [--json]")
+	var k keystoreFlags
+	k.register(fs)
+	asJSON := fs.Bool("json", false, "JSON output")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	a, err := k.open()
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	job, ok, err := a.RekeyStatus()
+	if err != nil {
+		return fail(err)
+	}
+	epochs, err := a.RecordEpochs()
+	if err != nil {
+		return fail(err)
+	}
+	if *asJSON {
+		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs})
+	}
+	if !ok {
+		fmt.Println("no re-encapsulation job has run")
+	} else {
+		fmt.Printf("record-layer rekey to epoch %d: %s, %d of %d records %s\n", job.Epoch, job.Status, job.Done, job.Total, bar(100*float64(job.Done)/float64(max(1, job.Total)), 30))
+	}
+	for e, n := range epochs {
+		fmt.Printf("  epoch %d: %d live records\n", e, n)
+	}
+	return exitOK
+}
+
+var _ = appliance.Status{}
+
+func reencapPlan(args []string) int {
+	return fail(usagef("reencap plan: waiting for the policy package"))
+}
