@@ -128,7 +128,7 @@ func (a *Appliance) Genesis(ctx context.Context, o GenesisOptions) (*GenesisResu
 	if err := a.appendGenesisRecord(ctx); err != nil {
 		return nil, err
 	}
-	rosterIdx, err := a.commit(ctx, storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Algorithms: []string{bailiff.AlgKey}}, bytesReader(fin.Roster.Marshal()))
+	rosterIdx, err := a.commit(ctx, storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Algorithms: []string{bailiff.AlgKey, bailiff.AlgSignature}}, bytesReader(fin.Roster.Marshal()))
 	if err != nil {
 		return nil, err
 	}
@@ -187,10 +187,6 @@ func (a *Appliance) collectRosterSignatures(g *bailiff.Genesis, r *bailiff.Roste
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func escrowAlgorithms() []string {
-	return []string{bailiff.AlgKey, bailiff.AlgEscrowAEAD, "shamir-gf256"}
 }
 
 func fileSafe(s string) string {
@@ -273,36 +269,35 @@ func (a *Appliance) readRecord(idx uint64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(body, 16<<20))
 }
 
-// escrowFor returns the user's escrow, creating it (and appending it to the
-// drives) on the user's first upload. The caller holds the user's lock.
-func (a *Appliance) escrowFor(ctx context.Context, user string) (*bailiff.Escrow, error) {
+// escrowFor returns the user's escrow. On the user's first upload it makes
+// a new one and returns, with it, the record to append in the same batch as
+// the item (nil when the escrow is already on the drives). The caller holds
+// the user's lock.
+func (a *Appliance) escrowFor(user string) (*bailiff.Escrow, *pending, error) {
 	a.mu.Lock()
 	e := a.escrows[user]
 	a.mu.Unlock()
 	if e != nil {
-		return e, nil
+		return e, nil, nil
 	}
 	e, err := a.loadEscrow(user)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if e == nil {
-		r, err := a.Roster()
-		if err != nil {
-			return nil, err
-		}
-		if e, err = bailiff.NewEscrow(user, r); err != nil {
-			return nil, err
-		}
-		if _, err := a.commit(ctx, storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Algorithms: escrowAlgorithms()}, bytesReader(e.Marshal())); err != nil {
-			return nil, fmt.Errorf("appliance: storing the escrow key of %s: %w", user, err)
-		}
-		a.Log.Info("escrow key created", "user", user, "fingerprint", e.Fingerprint)
+	if e != nil {
+		a.mu.Lock()
+		a.escrows[user] = e
+		a.mu.Unlock()
+		return e, nil, nil
 	}
-	a.mu.Lock()
-	a.escrows[user] = e
-	a.mu.Unlock()
-	return e, nil
+	r, err := a.Roster()
+	if err != nil {
+		return nil, nil, err
+	}
+	if e, err = bailiff.NewEscrow(user, r); err != nil {
+		return nil, nil, err
+	}
+	return e, &pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Algorithms: escrowAlgorithms()}, bytesReader(e.Marshal())}, nil
 }
 
 // loadEscrow finds the user's live escrow on the drives (nil if none).

@@ -91,7 +91,9 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 	if err := a.checkVersion(up.UserID, m.ItemID, m.Version); err != nil {
 		return nil, err
 	}
-	esc, err := a.escrowFor(ctx, up.UserID)
+	// A first upload makes the user's escrow key; its record goes into the
+	// same batch as the item, so a failed upload leaves no trace at all.
+	esc, escRec, err := a.escrowFor(up.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -126,15 +128,25 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 		defer pr.Close()
 		body = pr
 	}
-	idx, err := a.commit(ctx, storage.TypeItem, meta, body)
+	batch := []pending{{storage.TypeItem, meta, body}}
+	if escRec != nil {
+		batch = append([]pending{*escRec}, batch...)
+	}
+	idx, err := a.commitBatch(ctx, batch)
 	if err != nil {
 		return nil, fmt.Errorf("appliance: upload %s not stored: %w", up.UploadID, err)
 	}
-	res.Index = idx
+	if escRec != nil {
+		a.mu.Lock()
+		a.escrows[up.UserID] = esc
+		a.mu.Unlock()
+		a.Log.Info("escrow key created", "user", up.UserID, "fingerprint", esc.Fingerprint, "record", idx[0])
+	}
+	res.Index = idx[len(idx)-1]
 	if err := a.issueReceipt(res); err != nil {
 		return nil, err
 	}
-	a.Log.Info("upload stored", "upload", up.UploadID, "user", up.UserID, "item", m.ItemID, "version", m.Version, "record", idx)
+	a.Log.Info("upload stored", "upload", up.UploadID, "user", up.UserID, "item", m.ItemID, "version", m.Version, "record", res.Index)
 	return res, nil
 }
 
@@ -220,34 +232,61 @@ func (a *Appliance) checkVersion(user, item string, version uint32) error {
 	return nil
 }
 
+// pending is a record about to be appended.
+type pending struct {
+	typ  storage.RecordType
+	meta catalog.Meta
+	body io.Reader
+}
+
 // commit appends one record, indexes it and returns its index.
 func (a *Appliance) commit(ctx context.Context, t storage.RecordType, meta catalog.Meta, body io.Reader) (uint64, error) {
-	mb, err := catalog.EncodeMeta(meta)
+	idx, err := a.commitBatch(ctx, []pending{{t, meta, body}})
 	if err != nil {
 		return 0, err
 	}
-	if body == nil {
-		body = bytes.NewReader(nil)
-	}
-	idx, err := a.vault.Append(ctx, storage.Record{Type: t, Meta: mb, Body: body})
-	if err != nil {
-		return 0, err
-	}
-	if meta.Kind == catalog.KindEscrow {
-		a.mu.Lock()
-		if a.escrowIdx != nil {
-			a.escrowIdx[meta.UserID] = idx[0]
+	return idx[0], nil
+}
+
+// commitBatch appends records as one batch (all durable on the quorum, or
+// none acknowledged), indexes them and their checkpoint, and returns their
+// indexes.
+func (a *Appliance) commitBatch(ctx context.Context, ps []pending) ([]uint64, error) {
+	recs := make([]storage.Record, len(ps))
+	for i, p := range ps {
+		mb, err := catalog.EncodeMeta(p.meta)
+		if err != nil {
+			return nil, err
 		}
-		a.mu.Unlock()
+		body := p.body
+		if body == nil {
+			body = bytes.NewReader(nil)
+		}
+		recs[i] = storage.Record{Type: p.typ, Meta: mb, Body: body}
+	}
+	idx, err := a.vault.Append(ctx, recs...)
+	if err != nil {
+		return nil, err
+	}
+	var cr []catalog.Record
+	for i, p := range ps {
+		if p.meta.Kind == catalog.KindEscrow {
+			a.mu.Lock()
+			if a.escrowIdx != nil {
+				a.escrowIdx[p.meta.UserID] = idx[i]
+			}
+			a.mu.Unlock()
+		}
+		cr = append(cr, catalog.Record{Index: idx[i], Meta: p.meta})
 	}
 	// Storage appends the batch's signed checkpoint right after it: index
 	// it too, so the catalog's watermark keeps up.
-	recs := []catalog.Record{{Index: idx[0], Meta: meta}, {Index: idx[0] + 1, Meta: catalog.Meta{Kind: catalog.KindCheckpoint}}}
-	if err := a.cat.IndexBatch(recs); err != nil {
-		// The record is durable; the catalog catches up at the next start.
-		a.Log.Error("catalog: indexing a stored record failed; it will be indexed at the next start", "record", idx[0], "err", err)
+	cr = append(cr, catalog.Record{Index: idx[len(idx)-1] + 1, Meta: catalog.Meta{Kind: catalog.KindCheckpoint}})
+	if err := a.cat.IndexBatch(cr); err != nil {
+		// The records are durable; the catalog catches up at the next start.
+		a.Log.Error("catalog: indexing stored records failed; they will be indexed at the next start", "record", idx[0], "err", err)
 	}
-	return idx[0], nil
+	return idx, nil
 }
 
 func (a *Appliance) receiptPath(uploadID string) string {

@@ -6,8 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"coffre/appliance"
+	"time"
 )
 
 func init() {
@@ -94,8 +93,45 @@ func reencapStatus(args []string) int {
 	return exitOK
 }
 
-var _ = appliance.Status{}
-
 func reencapPlan(args []string) int {
-	return fail(usagef("reencap plan: waiting for the policy package"))
+	fs := newFlags("reencap plan", "--state DIR [--policy FILE|default] [--at YYYY-MM-DD] [--json]")
+	var k keystoreFlags
+	k.register(fs)
+	polFile := fs.String("policy", "default", "a crypto policy signed by the bailiff quorum, or \"default\" (NIST IR 8547 dates)")
+	at := fs.String("at", "", "plan as of this date (default: today)")
+	asJSON := fs.Bool("json", false, "JSON output")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	when := time.Now().UTC()
+	if *at != "" {
+		t, err := time.Parse("2006-01-02", *at)
+		if err != nil {
+			return fail(usagef("--at %q: want YYYY-MM-DD", *at))
+		}
+		when = t
+	}
+	a, err := k.open()
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	var pol []byte
+	if *polFile != "default" {
+		if pol, err = os.ReadFile(*polFile); err != nil {
+			return fail(usagef("%v", err))
+		}
+	}
+	plan, err := a.ReencapPlan(pol, when)
+	if err != nil {
+		return fail(err)
+	}
+	if *asJSON {
+		return printJSON(plan)
+	}
+	fmt.Print(plan.String())
+	if plan.Empty() {
+		fmt.Printf("nothing falls below the policy on %s\n", when.Format("2006-01-02"))
+	}
+	return exitOK
 }
