@@ -172,6 +172,9 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 		if err := a.catchUp(); err != nil {
 			return nil, err
 		}
+		if err := a.checkAnchor(); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.rememberDrives(); err != nil {
 		return nil, err
@@ -257,6 +260,9 @@ func (a *Appliance) catchUp() error {
 	from, err := a.cat.Watermark()
 	if err != nil {
 		return err
+	}
+	if from > a.vault.Size() {
+		return fmt.Errorf("%w: the catalog has indexed %d records, the drives hold %d", ErrRolledBack, from, a.vault.Size())
 	}
 	n := 0
 	err = a.vault.Scan(from, func(h storage.Header, meta []byte) error {

@@ -148,6 +148,9 @@ func (a *Appliance) Genesis(ctx context.Context, o GenesisOptions) (*GenesisResu
 	os.WriteFile(res.Transcript, md, 0o644)
 	res.Files = append(res.Files, rosterFile, res.Transcript)
 	res.Roster, res.RosterIndex = fin.Roster, rosterIdx
+	if err := a.Anchor(ctx); err != nil {
+		return nil, err
+	}
 	say("genesis recorded on the drives: roster is record %d; transcript in %s", rosterIdx, res.Transcript)
 	return res, nil
 }

@@ -100,6 +100,9 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	}
 	ctlDone := make(chan struct{})
 	go func() { ctl.Serve(ctx); close(ctlDone) }()
+	if err := a.Anchor(ctx); err != nil {
+		return err
+	}
 	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers)
 
 	tick := time.NewTicker(cfg.Sources.Poll.Duration)
@@ -111,6 +114,9 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 			log.Info("coffred stopping: finishing the uploads in flight")
 			d.wg.Wait()
 			<-ctlDone
+			if err := a.Anchor(context.WithoutCancel(ctx)); err != nil {
+				log.Error("anchor at shutdown", "err", err)
+			}
 			log.Info("coffred stopped", "stored", d.stored, "replays", d.replays, "rejected", d.rejected)
 			return nil
 		case <-tick.C:
@@ -277,7 +283,13 @@ func (d *Daemon) account(source string, res *IngestResult, err error) {
 	} else {
 		d.stored++
 	}
+	anchor := !res.Replay && d.stored%anchorEvery == 0
 	d.mu.Unlock()
+	if anchor {
+		if err := d.a.Anchor(context.Background()); err != nil {
+			d.log.Error("anchor", "err", err)
+		}
+	}
 	if res.Replay {
 		d.log.Info("upload already stored (replay)", "source", source, "upload", res.UploadID, "record", res.Index)
 	}
