@@ -59,8 +59,18 @@ type SourcesConfig struct {
 	// directories); USBDevices are raw devices polled for a bundle.
 	USBDirs    []string `json:"usb_dirs"`
 	USBDevices []string `json:"usb_devices"`
+	// Cameras are V4L2 capture devices filming the online machine's screen.
+	Cameras []CameraConfig `json:"cameras"`
 	// Poll is how often sources are looked at (default 1s).
 	Poll Duration `json:"poll"`
+}
+
+// CameraConfig is one V4L2 camera. Width and Height are the capture size
+// asked of the driver (default 1920×1080; the driver may choose another).
+type CameraConfig struct {
+	Device string `json:"device"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
 }
 
 // Duration is a time.Duration written as "1s", "250ms" in JSON.
@@ -145,6 +155,14 @@ func (c *Config) defaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	for i := range c.Sources.Cameras {
+		if c.Sources.Cameras[i].Width == 0 {
+			c.Sources.Cameras[i].Width = 1920
+		}
+		if c.Sources.Cameras[i].Height == 0 {
+			c.Sources.Cameras[i].Height = 1080
+		}
+	}
 }
 
 func (c *Config) check() error {
@@ -161,6 +179,14 @@ func (c *Config) check() error {
 		return fmt.Errorf("%d drive paths: at most 16", len(c.Drives))
 	case c.Workers < 0 || c.Workers > 256:
 		return fmt.Errorf("workers %d: want 0 (auto) to 256", c.Workers)
+	}
+	for _, cam := range c.Sources.Cameras {
+		if cam.Device == "" {
+			return errors.New(`a camera needs "device" (e.g. /dev/video0)`)
+		}
+		if cam.Width < 16 || cam.Height < 16 || cam.Width > 8192 || cam.Height > 8192 {
+			return fmt.Errorf("camera %s: size %dx%d: want 16 to 8192 pixels a side", cam.Device, cam.Width, cam.Height)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -27,8 +27,9 @@ type Daemon struct {
 	cfg *Config
 	log *slog.Logger
 
-	sem chan struct{} // bounds the uploads in flight
-	wg  sync.WaitGroup
+	sem   chan struct{}  // bounds the uploads in flight
+	wg    sync.WaitGroup // uploads in flight
+	srcWG sync.WaitGroup // cameras and recordings being decoded
 
 	mu       sync.Mutex
 	seen     map[string]string // source file → fingerprint already processed
@@ -105,6 +106,10 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	}
 	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers)
 
+	for _, cam := range cfg.Sources.Cameras {
+		d.srcWG.Add(1)
+		go d.runCamera(ctx, cam)
+	}
 	tick := time.NewTicker(cfg.Sources.Poll.Duration)
 	defer tick.Stop()
 	for {
@@ -112,6 +117,7 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		select {
 		case <-ctx.Done():
 			log.Info("coffred stopping: finishing the uploads in flight")
+			d.srcWG.Wait() // no source dispatches after this
 			d.wg.Wait()
 			<-ctlDone
 			if err := a.Anchor(context.WithoutCancel(ctx)); err != nil {
@@ -145,6 +151,7 @@ func readPassphrase(path string) ([]byte, error) {
 func (d *Daemon) pollOnce(ctx context.Context) {
 	for _, dir := range d.cfg.Sources.QRDirs {
 		d.pollQR(ctx, dir)
+		d.pollQRVideos(ctx, dir)
 	}
 	for _, dir := range d.cfg.Sources.USBDirs {
 		d.pollUSBDir(ctx, dir)
@@ -248,6 +255,9 @@ func errorOf(s string) error {
 
 // dispatch runs one upload on a worker.
 func (d *Daemon) dispatch(ctx context.Context, source string, open func() (io.ReadCloser, error)) {
+	if ctx.Err() != nil {
+		return // stopping: an upload rebuilt now is taken again at the next start
+	}
 	select {
 	case d.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -299,11 +309,19 @@ func (d *Daemon) reject(source string, err error) {
 	d.mu.Lock()
 	d.rejected++
 	d.mu.Unlock()
-	d.event(source, err, adviceFor(err))
+	d.log.Warn("upload rejected", "source", source, "err", err)
+	d.remember(source, err, adviceFor(err))
 }
 
+// event reports a problem with a source (a camera, a spool, a stick) that
+// is not the rejection of one upload.
 func (d *Daemon) event(source string, err error, advice string) {
-	d.log.Warn("upload rejected", "source", source, "err", err)
+	d.log.Warn("source problem", "source", source, "err", err)
+	d.remember(source, err, advice)
+}
+
+// remember keeps the last errors for the console.
+func (d *Daemon) remember(source string, err error, advice string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lastErrs = append(d.lastErrs, Event{Time: time.Now().UTC(), Source: source, Error: err.Error(), Advice: advice})

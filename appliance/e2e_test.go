@@ -124,8 +124,10 @@ func (e *env) writeConfig(qrDir, usbDir string) string {
 		"state":    e.state,
 		"keystore": map[string]any{"backend": "soft", "passphrase_file": e.path("kspass")},
 		"drives":   e.drives(),
-		"sources":  map[string]any{"qr_dirs": []string{qrDir}, "usb_dirs": []string{usbDir}, "poll": "100ms"},
-		"socket":   e.path("control.sock"),
+		"sources": map[string]any{"qr_dirs": []string{qrDir}, "usb_dirs": []string{usbDir}, "poll": "100ms",
+			// No camera is plugged in here: the daemon must say so and go on.
+			"cameras": []map[string]any{{"device": e.path("video9")}}},
+		"socket": e.path("control.sock"),
 	}
 	os.WriteFile(e.path("kspass"), []byte(testPass+"\n"), 0o600)
 	b, _ := json.MarshalIndent(cfg, "", " ")
@@ -202,19 +204,37 @@ func TestEndToEnd(t *testing.T) {
 
 	d := e.startDaemon(e.writeConfig(qrSpool, usbSpool))
 	defer d.cmd.Process.Kill()
-	// The camera drops frames into the spool; the stick appears.
-	for _, src := range []string{"frames-a1", "frames-b1"} {
-		ents, _ := os.ReadDir(e.path(src))
-		for _, f := range ents {
-			b, _ := os.ReadFile(e.path(src, f.Name()))
-			os.WriteFile(filepath.Join(qrSpool, src+"-"+f.Name()), b, 0o644)
-		}
+	// The camera drops a1's frames into the spool as pictures; b1 arrives as
+	// a screen recording (H.264, as a stand-alone camera would make it).
+	ents, _ := os.ReadDir(e.path("frames-a1"))
+	for _, f := range ents {
+		b, _ := os.ReadFile(e.path("frames-a1", f.Name()))
+		os.WriteFile(filepath.Join(qrSpool, "frames-a1-"+f.Name()), b, 0o644)
+	}
+	video := e.path("b1.mp4")
+	ffmpeg := exec.Command(testenv.RequireTool(t, "ffmpeg", "ffmpeg"), "-nostdin", "-v", "error", "-framerate", "5",
+		"-i", e.path("frames-b1", "frame-%05d.png"), "-vf", "pad=ceil(iw/2)*2+64:ceil(ih/2)*2+64:32:32:white",
+		"-c:v", "libx264", "-crf", "20", "-pix_fmt", "yuv420p", video)
+	if out, err := ffmpeg.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	testenv.RequireTool(t, "ffprobe", "ffmpeg")
+	if err := os.Rename(video, filepath.Join(qrSpool, "b1.mp4")); err != nil {
+		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(e.path("stick.img"))
 	os.WriteFile(filepath.Join(usbSpool, "stick.img"), b, 0o644)
 	st := e.waitStored(d, 3, 90*time.Second)
 	if st.Stored != 3 || st.Rejected != 0 {
 		t.Fatalf("status %+v\n%s", st, d.logs)
+	}
+
+	camReported := false
+	for _, ev := range st.LastErrors {
+		camReported = camReported || (ev.Source == e.path("video9") && strings.Contains(ev.Advice, "camera"))
+	}
+	if !camReported {
+		t.Fatalf("the missing camera is not on the console: %+v", st.LastErrors)
 	}
 
 	// Nothing but unix sockets.
