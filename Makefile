@@ -7,7 +7,9 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO ?= go
 BIN := bin
 DEMO_DIR ?= demo-out
-# Debian packages the tests use as real peers (command:package).
+# Debian packages the tests use as real peers (command:package). A package
+# counts as present only when dpkg says so: a command of the same name may be
+# a stand-in (some machines ship a `convert` that is not ImageMagick).
 PEERS := gpg:gnupg sq:sq rnp:rnp swtpm:swtpm swtpm_setup:swtpm-tools \
 	zbarimg:zbar-tools qrencode:qrencode mkfs.vfat:dosfstools mcopy:mtools \
 	convert:imagemagick ffmpeg:ffmpeg losetup:mount tpm2_pcrread:tpm2-tools
@@ -21,7 +23,7 @@ all: build
 
 deps:
 	@missing=""; for p in $(PEERS); do c=$${p%%:*}; k=$${p##*:}; \
-	  command -v $$c >/dev/null 2>&1 || missing="$$missing $$k"; done; \
+	  { command -v $$c >/dev/null 2>&1 && dpkg-query -W -f='$${Status}' $$k 2>/dev/null | grep -q 'ok installed'; } || missing="$$missing $$k"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

@@ -7,6 +7,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -19,7 +20,7 @@ var aptUpdated bool
 // tool cannot be had.
 func RequireTool(t testing.TB, name, pkg string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
+	if p, err := exec.LookPath(name); err == nil && installed(pkg) {
 		return p
 	}
 	if err := aptInstall(pkg); err != nil {
@@ -30,6 +31,19 @@ func RequireTool(t testing.TB, name, pkg string) string {
 		t.Fatalf("testenv: %s still missing after installing %s", name, pkg)
 	}
 	return p
+}
+
+// installed reports whether dpkg knows pkg as installed. A command found on
+// PATH is not enough: some machines carry a stand-in of the same name (a
+// `convert` that is not ImageMagick). Without dpkg (not Debian) the command
+// on PATH is trusted.
+func installed(pkg string) bool {
+	dpkg, err := exec.LookPath("dpkg-query")
+	if err != nil {
+		return true
+	}
+	out, err := exec.Command(dpkg, "-W", "-f=${Status}", pkg).Output()
+	return err == nil && strings.HasSuffix(strings.TrimSpace(string(out)), "ok installed")
 }
 
 func aptInstall(pkg string) error {
