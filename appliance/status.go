@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"coffre/storage"
+	"coffre/storage/catalog"
 )
 
 // Status is what the operator's console shows (`coffre status`).
@@ -134,28 +136,83 @@ func (d *Daemon) handlers() map[string]HandlerFunc {
 	}
 }
 
-// RetireDrive takes a drive out of the vault (offsite rotation or end of life).
+// RetireDrive takes a drive out of the vault (offsite rotation or end of
+// life). The act is a record on the remaining drives.
 func (a *Appliance) RetireDrive(uuid string) error {
 	u, err := storage.ParseUUID(uuid)
 	if err != nil {
 		return err
 	}
-	return a.vault.Retire(u)
+	slot := a.driveSlot(u)
+	if err := a.vault.Retire(u); err != nil {
+		return err
+	}
+	return a.driveEvent("retire", u, slot)
 }
 
-// AddDrive adds a drive (new, or returning from offsite) and lets it catch up.
+// AddDrive adds a drive (new, or returning from offsite) and lets it catch
+// up. The act is a record on every drive, the new one included.
 func (a *Appliance) AddDrive(path string, progress func(done, total uint64)) error {
 	if err := a.vault.AddDrive(path, progress); err != nil {
 		return err
 	}
-	return a.rememberDrives()
+	if err := a.rememberDrives(); err != nil {
+		return err
+	}
+	for _, d := range a.vault.Drives() {
+		if d.Path == path {
+			return a.driveEvent("add", d.UUID, d.Slot)
+		}
+	}
+	return nil
 }
 
-// SyncDrive catches a lagging drive up from a healthy replica.
+// SyncDrive catches a lagging drive up from a healthy replica; the
+// completed catch-up is a record on the drives.
 func (a *Appliance) SyncDrive(ctx context.Context, uuid string, progress func(done, total uint64)) error {
 	u, err := storage.ParseUUID(uuid)
 	if err != nil {
 		return err
 	}
-	return a.vault.Sync(ctx, u, progress)
+	if err := a.vault.Sync(ctx, u, progress); err != nil {
+		return err
+	}
+	return a.driveEvent("sync", u, a.driveSlot(u))
+}
+
+// Drive-event record attributes (see docs/formats/catalog-meta.md).
+const (
+	driveEventAttr = "drive_event" // add | retire | sync
+	driveUUIDAttr  = "drive_uuid"
+	driveSlotAttr  = "drive_slot"
+)
+
+func (a *Appliance) driveSlot(u [16]byte) int {
+	for _, d := range a.vault.Drives() {
+		if d.UUID == u {
+			return d.Slot
+		}
+	}
+	return 0
+}
+
+// driveEvent appends the record of an operator's act on a drive, so that
+// an auditor reading any replica sees when each drive joined, left and
+// caught up.
+func (a *Appliance) driveEvent(what string, u [16]byte, slot int) error {
+	_, err := a.commit(context.Background(), storage.TypeDriveEvent, catalog.Meta{Kind: catalog.KindDriveEvent, Attrs: map[string]string{
+		driveEventAttr: what, driveUUIDAttr: storage.UUIDString(u), driveSlotAttr: strconv.Itoa(slot),
+		"at": time.Now().UTC().Format(time.RFC3339),
+	}}, nil)
+	if err != nil {
+		return fmt.Errorf("appliance: drive %s %s done, but its record could not be written: %w", storage.UUIDString(u), what, err)
+	}
+	a.Log.Info("drive event", "event", what, "drive", storage.UUIDString(u), "slot", slot)
+	return nil
+}
+
+// DriveEvents lists the drive-event records (adds, retirements, syncs and
+// anchors) in log order.
+func (a *Appliance) DriveEvents() ([]catalog.Entry, error) {
+	return a.cat.ByKind(catalog.KindDriveEvent)
 }
