@@ -52,6 +52,12 @@ type Appliance struct {
 	quorum      int
 	measurement *firmware.Measurement
 
+	// appendMu serialises appends to the drives; groupQueue holds batches
+	// waiting to be written together (group commit, see commitBatch).
+	appendMu   sync.Mutex
+	groupMu    sync.Mutex
+	groupQueue []*commitReq
+
 	inflightMu sync.Mutex
 	inflight   map[string]bool // upload ids being stored
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"coffre/ingest/qr"
 	"coffre/ingest/usb"
@@ -47,14 +49,52 @@ func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, e
 	defer b.Close()
 	// One child process reads the whole bundle; each envelope is checked
 	// against the manifest as it streams, and a bad one stores nothing.
-	var out []Outcome
+	// Small envelopes are read into memory (verified) and stored by up to
+	// bundleWorkers goroutines at once, so both cores work and group commit
+	// shares the drives' flushes; a large one is streamed in place.
+	var (
+		mu  sync.Mutex
+		out []Outcome
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, bundleWorkers())
+	)
+	set := func(i int, o Outcome) { mu.Lock(); out[i] = o; mu.Unlock() }
 	err = b.Walk(func(e usb.Entry, r io.Reader) error {
-		res, err := a.Ingest(ctx, r)
-		out = append(out, outcome(fmt.Sprintf("usb %s %s", path, e.Name), res, err))
+		src := fmt.Sprintf("usb %s %s", path, e.Name)
+		mu.Lock()
+		i := len(out)
+		out = append(out, Outcome{Source: src})
+		mu.Unlock()
+		if e.Size > bundleBuffer {
+			res, err := a.Ingest(ctx, r)
+			set(i, outcome(src, res, err))
+			return nil
+		}
+		buf, err := io.ReadAll(r)
+		if err != nil {
+			// The child stops at a damaged entry: nothing of it is stored.
+			set(i, outcome(src, nil, err))
+			return nil
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			res, err := a.Ingest(ctx, bytes.NewReader(buf))
+			set(i, outcome(src, res, err))
+		}()
 		return nil
 	})
+	wg.Wait()
 	return out, err
 }
+
+// bundleBuffer is the largest envelope of a bundle read into memory to be
+// stored concurrently with others; bundleWorkers bounds those in flight, so
+// a bundle holds at most bundleWorkers+1 buffers.
+const bundleBuffer = 4 << 20
+
+func bundleWorkers() int { return 2 * runtime.NumCPU() }
 
 // IngestFile ingests one envelope file.
 func (a *Appliance) IngestFile(ctx context.Context, path string) (Outcome, error) {

@@ -251,25 +251,104 @@ func (a *Appliance) commit(ctx context.Context, t storage.RecordType, meta catal
 // commitBatch appends records as one batch (all durable on the quorum, or
 // none acknowledged), indexes them and their checkpoint, and returns their
 // indexes.
+//
+// Group commit: batches whose bodies are already in memory (they cannot
+// fail half-way) and that arrive while another append is on the drives are
+// written together, behind one checkpoint and one flush, by whichever
+// caller gets the drives next. Each caller still gets exactly its own
+// indexes, and its records stay contiguous and in its order. A batch with a
+// streamed body goes alone, so that one bad upload cannot fail the others.
 func (a *Appliance) commitBatch(ctx context.Context, ps []pending) ([]uint64, error) {
-	recs := make([]storage.Record, len(ps))
-	for i, p := range ps {
-		mb, err := catalog.EncodeMeta(p.meta)
-		if err != nil {
-			return nil, err
+	req := &commitReq{ps: ps, groupable: groupable(ps)}
+	if !req.groupable {
+		a.appendMu.Lock()
+		defer a.appendMu.Unlock()
+		a.commitGroup(ctx, []*commitReq{req})
+		return req.idx, req.err
+	}
+	a.groupMu.Lock()
+	a.groupQueue = append(a.groupQueue, req)
+	a.groupMu.Unlock()
+	a.appendMu.Lock()
+	defer a.appendMu.Unlock()
+	a.groupMu.Lock()
+	if req.done {
+		a.groupMu.Unlock()
+		return req.idx, req.err // an earlier caller wrote it with its own
+	}
+	group := a.groupQueue
+	a.groupQueue = nil
+	a.groupMu.Unlock()
+	a.commitGroup(ctx, group)
+	return req.idx, req.err
+}
+
+// commitReq is one caller's batch waiting for the drives.
+type commitReq struct {
+	ps        []pending
+	groupable bool
+	idx       []uint64
+	err       error
+	done      bool // guarded by groupMu
+}
+
+// groupable reports whether every body of a batch is already in memory.
+func groupable(ps []pending) bool {
+	for _, p := range ps {
+		switch p.body.(type) {
+		case nil, *bytes.Buffer, *bytes.Reader:
+		default:
+			return false
 		}
-		body := p.body
-		if body == nil {
-			body = bytes.NewReader(nil)
+	}
+	return true
+}
+
+// commitGroup appends the batches of a group as one storage batch and
+// indexes them. The caller holds appendMu.
+func (a *Appliance) commitGroup(ctx context.Context, group []*commitReq) {
+	finish := func(err error) {
+		a.groupMu.Lock()
+		for _, r := range group {
+			if err != nil {
+				r.idx, r.err = nil, err
+			}
+			r.done = true
 		}
-		recs[i] = storage.Record{Type: p.typ, Meta: mb, Body: body}
+		a.groupMu.Unlock()
+	}
+	var recs []storage.Record
+	var all []pending
+	for _, r := range group {
+		var rs []storage.Record
+		for _, p := range r.ps {
+			mb, err := catalog.EncodeMeta(p.meta)
+			if err != nil {
+				r.err = err // only this caller's batch is malformed
+				break
+			}
+			body := p.body
+			if body == nil {
+				body = bytes.NewReader(nil)
+			}
+			rs = append(rs, storage.Record{Type: p.typ, Meta: mb, Body: body})
+		}
+		if r.err == nil {
+			recs = append(recs, rs...)
+			all = append(all, r.ps...)
+		}
+	}
+	if len(recs) == 0 {
+		finish(nil)
+		return
 	}
 	idx, err := a.vault.Append(ctx, recs...)
 	if err != nil {
-		return nil, err
+		finish(err)
+		return
 	}
 	var cr []catalog.Record
-	for i, p := range ps {
+	for i, p := range all {
 		if p.meta.Kind == catalog.KindEscrow {
 			a.mu.Lock()
 			if a.escrowIdx != nil {
@@ -279,6 +358,13 @@ func (a *Appliance) commitBatch(ctx context.Context, ps []pending) ([]uint64, er
 		}
 		cr = append(cr, catalog.Record{Index: idx[i], Meta: p.meta})
 	}
+	n := 0
+	for _, r := range group {
+		if r.err == nil {
+			r.idx = idx[n : n+len(r.ps) : n+len(r.ps)]
+			n += len(r.ps)
+		}
+	}
 	// Storage appends the batch's signed checkpoint right after it: index
 	// it too, so the catalog's watermark keeps up.
 	cr = append(cr, catalog.Record{Index: idx[len(idx)-1] + 1, Meta: catalog.Meta{Kind: catalog.KindCheckpoint}})
@@ -286,7 +372,7 @@ func (a *Appliance) commitBatch(ctx context.Context, ps []pending) ([]uint64, er
 		// The records are durable; the catalog catches up at the next start.
 		a.Log.Error("catalog: indexing stored records failed; they will be indexed at the next start", "record", idx[0], "err", err)
 	}
-	return idx, nil
+	finish(nil)
 }
 
 func (a *Appliance) receiptPath(uploadID string) string {
