@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"golang.org/x/mod/sumdb/note"
@@ -87,9 +88,11 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	ph := newPhases()
 	if err := hsm.SelfTest(); err != nil {
 		return nil, fmt.Errorf("appliance: self-test failed, refusing to start: %w", err)
 	}
+	ph.done("self_tests")
 	id, err := LoadIdentity(state)
 	if err != nil {
 		return nil, err
@@ -131,6 +134,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if err := a.unsealAll(); err != nil {
 		return nil, err
 	}
+	ph.done("keystore")
 	if m, ok := ks.(hsm.Measured); ok {
 		if err := m.Cap(); err != nil {
 			return nil, fmt.Errorf("appliance: capping the measurement PCR: %w", err)
@@ -152,6 +156,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 		if err != nil {
 			return nil, fmt.Errorf("appliance: catalog: %w (it can be rebuilt from any drive: coffre catalog rebuild --state %s)", err, state)
 		}
+		ph.done("catalog")
 	}
 	if o.NoDrives {
 		ok = true
@@ -174,6 +179,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if a.vault, err = a.openVault(paths, quorum); err != nil {
 		return nil, err
 	}
+	ph.done("drives")
 	if a.cat != nil {
 		if err := a.catchUp(); err != nil {
 			return nil, err
@@ -181,6 +187,7 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 		if err := a.checkAnchor(); err != nil {
 			return nil, err
 		}
+		ph.done("catch_up")
 	}
 	if err := a.rememberDrives(); err != nil {
 		return nil, err
@@ -189,10 +196,28 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 		if _, err := a.Roster(); err != nil && !errors.Is(err, ErrNoRoster) {
 			return nil, err
 		}
+		ph.done("roster")
 	}
+	a.Log.Debug("appliance open", ph.attrs()...)
 	ok = true
 	return a, nil
 }
+
+// phases times the steps of start-up for the log.
+type phases struct {
+	last time.Time
+	kv   []any
+}
+
+func newPhases() *phases { return &phases{last: time.Now()} }
+
+func (p *phases) done(name string) {
+	now := time.Now()
+	p.kv = append(p.kv, name, now.Sub(p.last).Round(time.Microsecond).String())
+	p.last = now
+}
+
+func (p *phases) attrs() []any { return p.kv }
 
 func (a *Appliance) storageOptions(quorum int) (storage.Options, error) {
 	signer, err := note.NewSigner(string(a.secrets[keyAudit]))
