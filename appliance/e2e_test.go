@@ -111,6 +111,20 @@ func (e *env) seal(name, user, item string, version int, content []byte) string 
 	return out
 }
 
+// auditVerifier is what an auditor holds: the vault's audit key and origin.
+func (e *env) auditVerifier() (note.Verifier, string) {
+	e.t.Helper()
+	id, err := appliance.LoadIdentity(e.state)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	v, err := note.NewVerifier(id.AuditKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v, id.Origin
+}
+
 func (e *env) drives() []string {
 	var d []string
 	for i := 1; i <= 4; i++ {

@@ -12,8 +12,6 @@ import (
 	"coffre/hsm"
 	"coffre/storage"
 	"coffre/storage/catalog"
-
-	"golang.org/x/mod/sumdb/note"
 )
 
 // Many uploads stored at once (group commit shares the drives' flushes):
@@ -97,15 +95,8 @@ func TestConcurrentIngest(t *testing.T) {
 	}
 	t.Logf("%d uploads stored as %d records (%d checkpoints)", n, grew, grew-n-5)
 	a.Close()
-	id, err := appliance.LoadIdentity(e.state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(id.AuditKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := storage.Audit(e.drives(), storage.AuditOptions{Verifier: v, Origin: id.Origin})
+	v, origin := e.auditVerifier()
+	rep, err := storage.Audit(e.drives(), storage.AuditOptions{Verifier: v, Origin: origin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"coffre/appliance"
 	"coffre/hsm"
 	"coffre/internal/benchrow"
@@ -51,14 +49,7 @@ func TestBenchStartup(t *testing.T) {
 	a.Close()
 	t.Logf("vault of %d records made in %v", size, time.Since(t0).Round(time.Second))
 
-	id, err := appliance.LoadIdentity(e.state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(id.AuditKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, origin := e.auditVerifier()
 	peer := func() time.Duration {
 		t0 := time.Now()
 		for _, d := range e.drives() {
@@ -66,7 +57,7 @@ func TestBenchStartup(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := storage.OpenCheckpoint(info.Checkpoint, v, id.Origin); err != nil {
+			if _, err := storage.OpenCheckpoint(info.Checkpoint, v, origin); err != nil {
 				t.Fatal(err)
 			}
 		}
