@@ -8,11 +8,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync"
 
+	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -521,17 +521,22 @@ func readChunk(r io.Reader, p []byte) (int, error) {
 }
 
 // writeEncrypted streams meta||body through STREAM into w and completes h.
+// Each chunk is sealed in place in w's ring buffer and hashed from there
+// (see batchWriter); reading the next plaintext chunk ahead tells whether
+// the current one is the last.
 func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.AEAD, vault [16]byte, meta []byte, body io.Reader) error {
-	w.begin(h)
+	if err := w.begin(h); err != nil {
+		return err
+	}
 	aad := h.aad(vault)
-	sum := &pipeHash{h: sha256.New()}
-	defer sum.stop()
 	src := io.MultiReader(bytes.NewReader(meta), body)
-	cur, nxt := make([]byte, ChunkSize), make([]byte, ChunkSize)
+	cur, nxt, scratch := w.chunkBufs()
 	n1, err := readChunk(src, cur)
 	if err != nil {
 		return err
 	}
+	var nonce [chacha20poly1305.NonceSizeX]byte
+	copy(nonce[:], h.Nonce[:])
 	var total, i uint64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -542,12 +547,25 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 			return err
 		}
 		last := n2 == 0
-		ct := aead.Seal(sum.buf(), chunkNonce(h.Nonce, i, last), cur[:n1], aad)
-		cleanVector()
-		if err := w.write(ct); err != nil {
+		if i == 0 {
+			w.hashPayload(last)
+		}
+		setChunkCounter(&nonce, i, last)
+		dst, err := w.room(n1 + 16)
+		if err != nil {
 			return err
 		}
-		sum.write(ct)
+		if dst != nil {
+			aead.Seal(dst[:0], nonce[:], cur[:n1], aad)
+			cleanVector()
+			w.advance(len(dst))
+		} else {
+			ct := aead.Seal(scratch[:0], nonce[:], cur[:n1], aad)
+			cleanVector()
+			if err := w.write(ct); err != nil {
+				return err
+			}
+		}
 		total += uint64(n1)
 		i++
 		if total > MaxBodySize {
@@ -560,71 +578,14 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 	}
 	h.BodyLen = total - uint64(len(meta))
 	h.PayloadLen = total + 16*i
-	copy(h.PayloadSum[:], sum.sum())
+	h.PayloadSum = w.payloadSum()
 	return w.finish(h)
 }
 
-// pipeHash hashes ciphertext chunks. The first chunk is hashed inline;
-// from the second on, hashing moves to a goroutine so that it runs on
-// another core while the next chunk is encrypted.
-type pipeHash struct {
-	h    hash.Hash
-	n    int
-	in   chan []byte
-	free chan []byte
-	done chan struct{}
-	one  []byte
-}
-
-const pipeDepth = 8
-
-func (p *pipeHash) buf() []byte {
-	if p.in == nil {
-		if p.one == nil {
-			p.one = make([]byte, 0, ChunkSize+16)
-		}
-		return p.one[:0]
-	}
-	return (<-p.free)[:0]
-}
-
-func (p *pipeHash) write(b []byte) {
-	p.n++
-	if p.in == nil {
-		p.h.Write(b)
-		if p.n == 2 {
-			p.in, p.free, p.done = make(chan []byte, pipeDepth), make(chan []byte, pipeDepth+1), make(chan struct{})
-			for range pipeDepth {
-				p.free <- make([]byte, 0, ChunkSize+16)
-			}
-			go func() {
-				defer close(p.done)
-				for c := range p.in {
-					p.h.Write(c)
-					p.free <- c
-				}
-			}()
-		}
-		return
-	}
-	p.in <- b
-}
-
-func (p *pipeHash) stop() {
-	if p.in != nil {
-		close(p.in)
-		<-p.done
-		p.in = nil
-	}
-}
-
-func (p *pipeHash) sum() []byte {
-	p.stop()
-	return p.h.Sum(nil)
-}
-
 func writeClear(w *batchWriter, h *Header, body []byte) error {
-	w.begin(h)
+	if err := w.begin(h); err != nil {
+		return err
+	}
 	h.BodyLen, h.PayloadLen = uint64(len(body)), uint64(len(body))
 	h.PayloadSum = sha256.Sum256(body)
 	if err := w.write(body); err != nil {
