@@ -30,7 +30,7 @@ func (v *Vault) Drives() []DriveStatus {
 	defer v.mu.Unlock()
 	var out []DriveStatus
 	present := map[[16]byte]bool{}
-	n := uint64(len(v.recs))
+	n := v.size()
 	for _, d := range v.drives {
 		s := DriveStatus{Path: d.path, State: d.state, Reason: d.reason}
 		if d.sb != nil {
@@ -168,6 +168,9 @@ func (v *Vault) Sync(ctx context.Context, uuid [16]byte, progress func(done, tot
 // rest.
 func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total uint64)) error {
 	d.state, d.reason = StateSyncing, ""
+	if err := v.loadIndex(); err != nil {
+		return err
+	}
 	s, err := scanLog(d.dev, d.sb, scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: d.sb.TreeSize})
 	if err != nil {
 		v.fail(d, err)
@@ -198,7 +201,7 @@ func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total 
 // catchUp copies records d.n.. from a healthy replica, syncs, verifies the
 // copy against the tree and activates d.
 func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total uint64)) error {
-	n := uint64(len(v.recs))
+	n := v.size()
 	if v.end+BlockSize > d.sb.DataEnd && v.end != d.sb.DataEnd {
 		return d.errf(-1, fmt.Errorf("%w: the vault log needs %d bytes", ErrNoSpace, v.end))
 	}
@@ -222,14 +225,18 @@ func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total
 		}
 		r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
 		for i := d.n; i < n; i++ {
-			if err := checkRecord(r, v.recs[i], i); err != nil {
+			ri, err := v.rec(i)
+			if err != nil {
+				return err
+			}
+			if err := checkRecord(r, ri, i); err != nil {
 				// The source's copy is bad: take this record from another
 				// replica whose copy verifies.
 				if _, rerr := v.repairRecord(d, i, v.active(), nil); rerr != nil {
 					return d.errf(int64(i), fmt.Errorf("copy from %s does not verify (%w) and %w (run scrub)", src.path, err, rerr))
 				}
 				r.base = -1
-				if err := checkRecord(r, v.recs[i], i); err != nil {
+				if err := checkRecord(r, ri, i); err != nil {
 					return d.errf(int64(i), fmt.Errorf("record does not verify after copying: %w", err))
 				}
 			}
