@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sync"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -36,6 +37,7 @@ type drive struct {
 	repairable bool
 	n          uint64 // records on the drive that agree with the vault
 	end        int64  // byte offset after them
+	zeroAt     int64  // an offset whose block Open saw was zero (0: none)
 }
 
 func (d *drive) uuid() [16]byte {
@@ -57,26 +59,43 @@ func (d *drive) errf(index int64, err error) error {
 }
 
 // readSuperblock reads both copies and returns the newer valid one, with
-// the error of each copy (nil when valid).
+// the error of each copy (nil when valid). Both are read at once, the
+// backup where the device size puts it; it is read again when the primary
+// names another drive size.
 func readSuperblock(dev device) (*superblock, [2]error) {
 	var errs [2]error
-	buf := alignedBuf(SuperblockSize)
-	var p, b *superblock
-	if _, err := dev.ReadAt(buf, 0); err != nil {
-		errs[0] = err
-	} else {
-		p, errs[0] = parseSuperblock(buf)
+	pbuf, bbuf := alignedBuf(SuperblockSize), alignedBuf(SuperblockSize)
+	guess := backupOffset(dev.Size() &^ (BlockSize - 1))
+	var perr, berr error
+	var wg sync.WaitGroup
+	wg.Go(func() { _, perr = dev.ReadAt(pbuf, 0) })
+	if guess >= DataStart {
+		wg.Go(func() { _, berr = dev.ReadAt(bbuf, guess) })
 	}
-	boff := backupOffset(dev.Size() &^ (BlockSize - 1))
+	wg.Wait()
+	var p, b *superblock
+	if perr != nil {
+		errs[0] = perr
+	} else {
+		p, errs[0] = parseSuperblock(pbuf)
+	}
+	boff := guess
 	if p != nil {
 		boff = backupOffset(p.Size)
 	}
-	if boff < DataStart || boff+SuperblockSize > dev.Size() {
+	switch {
+	case boff < DataStart || boff+SuperblockSize > dev.Size():
 		errs[1] = fmt.Errorf("storage: backup superblock: drive too small: %w", ErrCorrupt)
-	} else if _, err := dev.ReadAt(buf, boff); err != nil {
-		errs[1] = err
-	} else {
-		b, errs[1] = parseSuperblock(buf)
+	case boff != guess:
+		if _, err := dev.ReadAt(bbuf, boff); err != nil {
+			errs[1] = err
+		} else {
+			b, errs[1] = parseSuperblock(bbuf)
+		}
+	case berr != nil:
+		errs[1] = berr
+	default:
+		b, errs[1] = parseSuperblock(bbuf)
 	}
 	if b != nil && p != nil && (b.VaultID != p.VaultID || b.UUID != p.UUID || b.Size != p.Size) {
 		errs[1] = fmt.Errorf("storage: backup superblock names another drive: %w", ErrCorrupt)
@@ -134,6 +153,7 @@ type logScan struct {
 	stopIndex uint64    // index where the walk stopped
 	stopOff   int64
 	stopErr   error  // why it stopped; nil at a clean end (a zero block, the end of the area, or the limit)
+	zeroStop  bool   // the whole block at stopOff is zero
 	lastCkpt  []byte // signed note of the last valid checkpoint record
 }
 
@@ -162,7 +182,7 @@ type scanOpts struct {
 
 // scanLog walks the record log of dev from the start.
 func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
-	return scanFrom(dev, sb, genesis(), o)
+	return scanFrom(newBlockReader(dev, sb.DataEnd, 1<<20), sb, genesis(), o)
 }
 
 // resumePoint is where Open's walk of a drive starts: the batch of the
@@ -172,7 +192,10 @@ func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
 // from the resume point's subtree roots and checks the checkpoint's root.
 // An error means the superblock and the log disagree (or that block is
 // damaged); the caller then walks from record 0.
-func resumePoint(dev device, sb *superblock, o scanOpts) (resume, error) {
+//
+// It reads through r one window that ends with the block after log end, so
+// that for a small last batch the walk that follows needs no other read.
+func resumePoint(r *blockReader, sb *superblock, o scanOpts) (resume, error) {
 	if sb.TreeSize == 0 {
 		return genesis(), nil
 	}
@@ -180,8 +203,11 @@ func resumePoint(dev device, sb *superblock, o scanOpts) (resume, error) {
 	if off < DataStart {
 		return resume{}, fmt.Errorf("storage: superblock: log end %d holds no checkpoint record: %w", sb.LogEnd, ErrCorrupt)
 	}
-	b := alignedBuf(BlockSize)
-	if _, err := dev.ReadAt(b, off); err != nil {
+	if err := r.fill(max(DataStart, sb.LogEnd+BlockSize-resumeWindow), resumeWindow); err != nil {
+		return resume{}, err
+	}
+	b := make([]byte, BlockSize)
+	if err := r.readAt(b, off); err != nil {
 		return resume{}, err
 	}
 	h, err := parseHeader(b)
@@ -210,11 +236,14 @@ func resumePoint(dev device, sb *superblock, o scanOpts) (resume, error) {
 	return rp, nil
 }
 
-// scanFrom walks the record log of dev from rp. The first record's previous
-// hash is not checked when rp is not record 0: it is covered by the next
-// checkpoint's root, which is.
-func scanFrom(dev device, sb *superblock, rp resume, o scanOpts) (*logScan, error) {
-	r := newBlockReader(dev, sb.DataEnd, 1<<20)
+// resumeWindow is what resumePoint reads: the checkpoint record, the block
+// after it, and the records before it.
+const resumeWindow = 64 << 10
+
+// scanFrom walks the record log from rp, reading through r. The first
+// record's previous hash is not checked when rp is not record 0: it is
+// covered by the next checkpoint's root, which is.
+func scanFrom(r *blockReader, sb *superblock, rp resume, o scanOpts) (*logScan, error) {
 	res := &logScan{start: rp, base: rp.index, cut: int(rp.index)}
 	fr := rp.fr.clone()
 	batch := rp // resume point of the batch being walked
@@ -238,6 +267,11 @@ func scanFrom(dev device, sb *superblock, rp resume, o scanOpts) (*logScan, erro
 		}
 		if allZero(hb) {
 			stop(i, nil)
+			blk := make([]byte, BlockSize)
+			if err := r.readAt(blk, off); err != nil {
+				return nil, err
+			}
+			res.zeroStop = allZero(blk)
 			break
 		}
 		h, err := parseHeader(hb)

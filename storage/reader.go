@@ -59,6 +59,24 @@ func (r *blockReader) readAt(p []byte, off int64) error {
 	return nil
 }
 
+// fill reads [off, off+n) (clipped to the limit) into the window, so that
+// later reads inside it need no I/O. off must be block aligned.
+func (r *blockReader) fill(off int64, n int) error {
+	n = min(n, len(r.buf))
+	if off+int64(n) > r.limit {
+		n = int(r.limit - off)
+	}
+	if off < 0 || n <= 0 || off%BlockSize != 0 {
+		return fmt.Errorf("storage: read at %d+%d past the data area: %w", off, n, ErrCorrupt)
+	}
+	r.base, r.n = -1, 0
+	if _, err := r.dev.ReadAt(r.buf[:n], off); err != nil {
+		return err
+	}
+	r.base, r.n, r.next = off, n, n
+	return nil
+}
+
 // sectionReader is an io.Reader over [off, end) of a blockReader that hashes
 // what it returns.
 type sectionReader struct {

@@ -167,7 +167,7 @@ func (v *Vault) Sync(ctx context.Context, uuid [16]byte, progress func(done, tot
 // attach finds how much of d's log agrees with the vault and catches up the
 // rest.
 func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total uint64)) error {
-	d.state, d.reason = StateSyncing, ""
+	d.state, d.reason, d.zeroAt = StateSyncing, "", 0
 	if err := v.loadIndex(); err != nil {
 		return err
 	}
@@ -244,9 +244,12 @@ func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total
 		v.log.Info("storage: drive caught up", "uuid", UUIDString(d.uuid()), "slot", d.slot(), "path", d.path,
 			"from", UUIDString(src.uuid()), "records", n-d.n, "took", time.Since(start))
 	}
-	if err := zeroTail(d.dev, v.end, d.sb.DataEnd); err != nil {
-		return d.errf(-1, err)
+	if d.zeroAt != v.end {
+		if err := zeroTail(d.dev, v.end, d.sb.DataEnd); err != nil {
+			return d.errf(-1, err)
+		}
 	}
+	d.zeroAt = 0
 	d.n, d.end = n, v.end
 	if !v.superblockCurrent(d) {
 		if err := v.writeSuperblock(d); err != nil {

@@ -103,16 +103,27 @@ func Open(paths []string, o Options) (*Vault, error) {
 	if _, err := v.aead(o.KeyEpoch); err != nil {
 		return nil, err
 	}
-	for _, p := range paths {
+	// Open the drives and read their superblocks in parallel (cold reads of
+	// different devices).
+	openErrs := make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, p := range paths {
 		d := &drive{path: p}
 		v.drives = append(v.drives, d)
-		dev, err := v.open(p, true)
-		if err != nil {
-			v.fail(d, err)
+		wg.Go(func() {
+			if d.dev, openErrs[i] = v.open(p, true); openErrs[i] == nil {
+				d.sb, d.sbErr = readSuperblock(d.dev)
+			}
+		})
+	}
+	wg.Wait()
+	for i, d := range v.drives {
+		if openErrs[i] != nil {
+			d.dev = nil
+			v.fail(d, openErrs[i])
 			continue
 		}
-		d.dev = dev
-		d.sb, d.sbErr = readSuperblock(dev)
+		dev := d.dev
 		if d.sb == nil {
 			v.fail(d, fmt.Errorf("no valid superblock (primary: %v; backup: %v)", d.sbErr[0], d.sbErr[1]))
 			continue
@@ -199,12 +210,13 @@ type driveScan struct {
 // from record 0 when that does not check out.
 func (v *Vault) scanDrive(d *drive) (*logScan, error) {
 	o := scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: d.sb.TreeSize}
-	rp, err := resumePoint(d.dev, d.sb, o)
+	r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
+	rp, err := resumePoint(r, d.sb, o)
 	if err != nil {
 		v.log.Warn("storage: superblock does not match the log; walking it from the start", "uuid", UUIDString(d.uuid()), "slot", d.slot(), "path", d.path, "err", trimPrefix(err.Error()))
 		rp = genesis()
 	}
-	return scanFrom(d.dev, d.sb, rp, o)
+	return scanFrom(r, d.sb, rp, o)
 }
 
 // recover walks the logs and settles the vault state (see Open).
@@ -282,6 +294,9 @@ func (v *Vault) recover() error {
 			}
 		}
 		d.n, d.end = uint64(s.cut), s.end()
+		if s.zeroStop && s.stopOff == d.end {
+			d.zeroAt = d.end
+		}
 		d.state = StateSyncing
 	}
 	if err := v.install(authScan); err != nil {
@@ -330,7 +345,7 @@ func (v *Vault) agrees(auth *drive, as **logScan, s *logScan) (bool, int64, erro
 		return false, int64((*as).cut), nil
 	}
 	if n-1 < (*as).base {
-		s2, err := scanFrom(auth.dev, auth.sb, s.start, scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: auth.sb.TreeSize})
+		s2, err := scanFrom(newBlockReader(auth.dev, auth.sb.DataEnd, 1<<20), auth.sb, s.start, scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: auth.sb.TreeSize})
 		if err != nil {
 			return false, -1, auth.errf(-1, err)
 		}
