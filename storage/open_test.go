@@ -222,6 +222,31 @@ func TestOpenCatchesUpAnOldDrive(t *testing.T) {
 	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
 		t.Fatalf("audit: %v %s", err, rep)
 	}
+
+	// The same drive returning to a running vault: AddDrive recognises it
+	// from its last batch, without reading the vault's index.
+	v = openVault(t, k, paths[1:], 2)
+	for i, x := range fillBatches(t, v, r, 4) {
+		items[i] = x
+	}
+	if v.base == 0 {
+		t.Fatal("open walked the whole log")
+	}
+	if err := v.AddDrive(paths[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	if v.base == 0 {
+		t.Fatal("AddDrive of a lagging prefix read the whole index")
+	}
+	if st, why := stateOf(v, paths[0]); st != StateActive {
+		t.Fatalf("returned drive: %s %q", st, why)
+	}
+	checkItems(t, v, items)
+	v.Close()
+	replicasEqual(t, paths)
+	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
+		t.Fatalf("audit: %v %s", err, rep)
+	}
 }
 
 // TestProofsWithoutIndex: inclusion proofs of records appended after an

@@ -165,9 +165,23 @@ func (v *Vault) Sync(ctx context.Context, uuid [16]byte, progress func(done, tot
 }
 
 // attach finds how much of d's log agrees with the vault and catches up the
-// rest.
+// rest. A drive that is an intact prefix of the vault's log, as a returning
+// offsite drive is, is recognised from the batch its superblock names;
+// otherwise its whole log is compared with the vault's.
 func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total uint64)) error {
 	d.state, d.reason, d.zeroAt = StateSyncing, "", 0
+	if s, err := v.scanDrive(d); err == nil && (s.stopErr == nil || s.stopIndex >= d.sb.TreeSize) {
+		n := uint64(s.cut)
+		prefix := n == 0
+		if n > 0 && n-1 >= v.base && n <= v.size() {
+			r, err := v.rec(n - 1)
+			prefix = err == nil && r == s.rec(n-1)
+		}
+		if prefix {
+			d.n, d.end = n, s.end()
+			return v.finishAttach(ctx, d, progress)
+		}
+	}
 	if err := v.loadIndex(); err != nil {
 		return err
 	}
@@ -189,6 +203,10 @@ func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total 
 	if n > 0 {
 		d.end = v.recs[n-1].off + v.recs[n-1].len
 	}
+	return v.finishAttach(ctx, d, progress)
+}
+
+func (v *Vault) finishAttach(ctx context.Context, d *drive, progress func(done, total uint64)) error {
 	if err := v.catchUp(ctx, d, progress); err != nil {
 		if d.state == StateSyncing {
 			v.fail(d, err)
