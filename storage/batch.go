@@ -1,14 +1,20 @@
 package storage
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"sync"
 )
 
 const (
+	// batchBufSize is the size of one ring buffer and so of most writes a
+	// drive sees (a multiple of BlockSize, as O_DIRECT needs).
 	batchBufSize = 4 << 20
-	ringSize     = 3
+	// ringSize buffers: one being filled, the others being written (and
+	// hashed) while it fills.
+	ringSize = 4
 )
 
 type target struct {
@@ -39,20 +45,41 @@ type seg struct {
 // batchWriter lays records out contiguously from a start offset and writes
 // them to every target drive through a ring of aligned buffers, so
 // encryption of the next buffer overlaps the writes of the previous ones
-// (each drive proceeds at its own pace). A record's first
-// block (its header) is held back until the record is complete.
+// (each drive proceeds at its own pace). Ciphertext is sealed straight into
+// the ring and hashed from there by a second goroutine, so each payload
+// byte is written to memory once. A record's first block (its header) is
+// only known when the record is complete: if its buffer has to go out
+// before that, the block is held back and goes out with the next buffer.
+// Nothing is durable, or acknowledged, before commit's fdatasync.
 type batchWriter struct {
-	quorum int
-	ts     []*target
-	bufs   [ringSize][]byte
-	wgs    [ringSize]sync.WaitGroup // writes in flight from each buffer
-	cur    int
-	base   int64 // drive offset of buf[0]
-	n      int
+	quorum  int
+	ts      []*target
+	bufs    [ringSize][]byte
+	wgs     [ringSize]sync.WaitGroup // writes and hashing in flight from each buffer
+	cur     int
+	base    int64 // drive offset of buf[0]
+	n       int
+	pending []seg // held-back header blocks, written with the next buffer
 
 	recStart  int64
 	headInBuf bool
 	head      []byte
+
+	// Payload hashing of the current record (see hashPayload).
+	sum     hash.Hash
+	async   bool // hashing on the hasher goroutine
+	hashing bool
+	hq      chan hashJob
+	hdone   chan struct{}
+
+	chunks [3][]byte // plaintext chunk, read-ahead chunk, sealing scratch
+}
+
+type hashJob struct {
+	h    hash.Hash
+	p    []byte
+	wg   *sync.WaitGroup // Done once p is hashed
+	done chan struct{}   // closed when every earlier job is done
 }
 
 func newBatchWriter(ds []*drive, start int64, quorum int) *batchWriter {
@@ -68,9 +95,15 @@ func newBatchWriter(ds []*drive, start int64, quorum int) *batchWriter {
 
 var bufPool = sync.Pool{New: func() any { return alignedBuf(batchBufSize) }}
 
-// release returns the buffers; the writer must be idle.
+// release returns the buffers and stops the hasher; the writer must not be
+// used afterwards.
 func (w *batchWriter) release() {
 	w.wait()
+	if w.hq != nil {
+		close(w.hq)
+		<-w.hdone
+		w.hq = nil
+	}
 	for i := range w.bufs {
 		bufPool.Put(w.bufs[i])
 		w.bufs[i] = nil
@@ -113,9 +146,11 @@ func (w *batchWriter) errs() error {
 
 // begin starts a record at the current (block-aligned) position and
 // reserves its header.
-func (w *batchWriter) begin(h *Header) {
+func (w *batchWriter) begin(h *Header) error {
 	if w.n == len(w.buf()) {
-		w.flush() // errors surface at the next write or commit
+		if err := w.flush(); err != nil {
+			return err
+		}
 	}
 	w.recStart = w.pos()
 	h.Offset = w.recStart
@@ -123,6 +158,86 @@ func (w *batchWriter) begin(h *Header) {
 	b := w.buf()
 	clear(b[w.n : w.n+HeaderSize])
 	w.n += HeaderSize
+	return nil
+}
+
+// chunkBufs returns the plaintext and scratch buffers writeEncrypted uses,
+// allocated once per batch.
+func (w *batchWriter) chunkBufs() (cur, next, scratch []byte) {
+	if w.chunks[0] == nil {
+		w.chunks = [3][]byte{make([]byte, ChunkSize), make([]byte, ChunkSize), make([]byte, 0, ChunkSize+16)}
+	}
+	return w.chunks[0], w.chunks[1], w.chunks[2]
+}
+
+// hashPayload starts hashing what is written from now on. inline hashes on
+// the caller's goroutine (cheaper for a payload of one chunk); otherwise a
+// second goroutine hashes while the caller seals the next chunk.
+func (w *batchWriter) hashPayload(inline bool) {
+	w.sum, w.async, w.hashing = sha256.New(), !inline, true
+	if w.async && w.hq == nil {
+		w.hq, w.hdone = make(chan hashJob, 2*ringSize*(batchBufSize/ChunkSize)), make(chan struct{})
+		go func() {
+			defer close(w.hdone)
+			for j := range w.hq {
+				if j.done != nil {
+					close(j.done)
+					continue
+				}
+				j.h.Write(j.p)
+				j.wg.Done()
+			}
+		}()
+	}
+}
+
+// payloadSum stops hashing and returns the SHA-256 of what was written
+// since hashPayload.
+func (w *batchWriter) payloadSum() [32]byte {
+	if w.async {
+		done := make(chan struct{})
+		w.hq <- hashJob{done: done}
+		<-done
+	}
+	var s [32]byte
+	w.sum.Sum(s[:0])
+	w.sum, w.async, w.hashing = nil, false, false
+	return s
+}
+
+// hash feeds p, which lies in the current buffer, to the payload hash.
+func (w *batchWriter) hash(p []byte) {
+	if !w.hashing || len(p) == 0 {
+		return
+	}
+	if !w.async {
+		w.sum.Write(p)
+		return
+	}
+	wg := &w.wgs[w.cur]
+	wg.Add(1) // the buffer is not reused before p is hashed
+	w.hq <- hashJob{h: w.sum, p: p, wg: wg}
+}
+
+// room returns the next n bytes of the current buffer to fill in place
+// (then call advance), or nil when fewer than n bytes are left in it.
+func (w *batchWriter) room(n int) ([]byte, error) {
+	if w.n == len(w.buf()) {
+		if err := w.flush(); err != nil {
+			return nil, err
+		}
+	}
+	b := w.buf()
+	if len(b)-w.n < n {
+		return nil, nil
+	}
+	return b[w.n : w.n+n], nil
+}
+
+// advance takes n bytes filled in place after room.
+func (w *batchWriter) advance(n int) {
+	w.hash(w.buf()[w.n : w.n+n])
+	w.n += n
 }
 
 func (w *batchWriter) write(p []byte) error {
@@ -132,9 +247,27 @@ func (w *batchWriter) write(p []byte) error {
 				return err
 			}
 		}
-		c := copy(w.buf()[w.n:], p)
+		b := w.buf()
+		c := copy(b[w.n:], p)
+		w.hash(b[w.n : w.n+c])
 		w.n += c
 		p = p[c:]
+	}
+	return nil
+}
+
+// zero writes n zero bytes.
+func (w *batchWriter) zero(n int) error {
+	for n > 0 {
+		if w.n == len(w.buf()) {
+			if err := w.flush(); err != nil {
+				return err
+			}
+		}
+		c := min(n, len(w.buf())-w.n)
+		clear(w.buf()[w.n : w.n+c])
+		w.n += c
+		n -= c
 	}
 	return nil
 }
@@ -142,7 +275,7 @@ func (w *batchWriter) write(p []byte) error {
 // finish pads the record to a block boundary and fills in its header.
 func (w *batchWriter) finish(h *Header) error {
 	if pad := int(roundUp(w.pos()) - w.pos()); pad > 0 {
-		if err := w.write(make([]byte, pad)); err != nil {
+		if err := w.zero(pad); err != nil {
 			return err
 		}
 	}
@@ -152,22 +285,22 @@ func (w *batchWriter) finish(h *Header) error {
 		return nil
 	}
 	h.put(w.head)
-	var wg sync.WaitGroup
-	w.fanout(&wg, []seg{{w.head, w.recStart}})
-	wg.Wait()
+	w.pending = append(w.pending, seg{w.head, w.recStart})
 	w.head = nil
 	return nil
 }
 
-// flush writes the current buffer (minus a held-back header block)
-// asynchronously and switches buffers. It fails when fewer than the quorum
-// of drives are still taking writes.
+// flush writes the current buffer (minus a held-back header block, plus
+// the held-back headers of finished records) asynchronously and switches
+// buffers. It fails when fewer than the quorum of drives are still taking
+// writes.
 func (w *batchWriter) flush() error {
 	if w.live() < w.quorum {
 		return fmt.Errorf("%w: %d drives left: %w", ErrNoQuorum, w.live(), w.errs())
 	}
 	b := w.buf()[:w.n]
-	var segs []seg
+	segs := w.pending
+	w.pending = nil
 	if w.headInBuf && w.recStart >= w.base {
 		hp := int(w.recStart - w.base)
 		w.head = alignedBuf(BlockSize)
@@ -186,7 +319,7 @@ func (w *batchWriter) flush() error {
 	w.base += int64(w.n)
 	w.n = 0
 	w.cur = (w.cur + 1) % ringSize
-	w.wgs[w.cur].Wait() // the next buffer must be written out before reuse
+	w.wgs[w.cur].Wait() // the next buffer must be written out (and hashed) before reuse
 	return nil
 }
 

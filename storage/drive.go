@@ -2,8 +2,10 @@ package storage
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
+	"sync"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -35,6 +37,7 @@ type drive struct {
 	repairable bool
 	n          uint64 // records on the drive that agree with the vault
 	end        int64  // byte offset after them
+	zeroAt     int64  // an offset whose block Open saw was zero (0: none)
 }
 
 func (d *drive) uuid() [16]byte {
@@ -56,26 +59,43 @@ func (d *drive) errf(index int64, err error) error {
 }
 
 // readSuperblock reads both copies and returns the newer valid one, with
-// the error of each copy (nil when valid).
+// the error of each copy (nil when valid). Both are read at once, the
+// backup where the device size puts it; it is read again when the primary
+// names another drive size.
 func readSuperblock(dev device) (*superblock, [2]error) {
 	var errs [2]error
-	buf := alignedBuf(SuperblockSize)
-	var p, b *superblock
-	if _, err := dev.ReadAt(buf, 0); err != nil {
-		errs[0] = err
-	} else {
-		p, errs[0] = parseSuperblock(buf)
+	pbuf, bbuf := alignedBuf(SuperblockSize), alignedBuf(SuperblockSize)
+	guess := backupOffset(dev.Size() &^ (BlockSize - 1))
+	var perr, berr error
+	var wg sync.WaitGroup
+	wg.Go(func() { _, perr = dev.ReadAt(pbuf, 0) })
+	if guess >= DataStart {
+		wg.Go(func() { _, berr = dev.ReadAt(bbuf, guess) })
 	}
-	boff := backupOffset(dev.Size() &^ (BlockSize - 1))
+	wg.Wait()
+	var p, b *superblock
+	if perr != nil {
+		errs[0] = perr
+	} else {
+		p, errs[0] = parseSuperblock(pbuf)
+	}
+	boff := guess
 	if p != nil {
 		boff = backupOffset(p.Size)
 	}
-	if boff < DataStart || boff+SuperblockSize > dev.Size() {
+	switch {
+	case boff < DataStart || boff+SuperblockSize > dev.Size():
 		errs[1] = fmt.Errorf("storage: backup superblock: drive too small: %w", ErrCorrupt)
-	} else if _, err := dev.ReadAt(buf, boff); err != nil {
-		errs[1] = err
-	} else {
-		b, errs[1] = parseSuperblock(buf)
+	case boff != guess:
+		if _, err := dev.ReadAt(bbuf, boff); err != nil {
+			errs[1] = err
+		} else {
+			b, errs[1] = parseSuperblock(bbuf)
+		}
+	case berr != nil:
+		errs[1] = berr
+	default:
+		b, errs[1] = parseSuperblock(bbuf)
 	}
 	if b != nil && p != nil && (b.VaultID != p.VaultID || b.UUID != p.UUID || b.Size != p.Size) {
 		errs[1] = fmt.Errorf("storage: backup superblock names another drive: %w", ErrCorrupt)
@@ -126,41 +146,118 @@ type recInfo struct {
 
 // logScan is what a walk of a drive's log found.
 type logScan struct {
-	recs      []recInfo // chained, valid records
-	cut       int       // records up to and including the last valid checkpoint
+	start     resume    // where the walk started
+	base      uint64    // index of recs[0] (start.index)
+	recs      []recInfo // chained, valid records from base on
+	cut       int       // records (counted from 0) up to and including the last valid checkpoint; base when none
 	stopIndex uint64    // index where the walk stopped
 	stopOff   int64
-	stopErr   error  // why it stopped; nil at a clean end (a zero block or the end of the area)
-	lastCkpt  []byte // body of the last valid checkpoint record
+	stopErr   error  // why it stopped; nil at a clean end (a zero block, the end of the area, or the limit)
+	zeroStop  bool   // the whole block at stopOff is zero
+	lastCkpt  []byte // signed note of the last valid checkpoint record
 }
 
+// end is the offset just after record cut-1.
 func (s *logScan) end() int64 {
-	if s.cut == 0 {
-		return DataStart
+	if s.cut == int(s.base) {
+		return s.start.off
 	}
-	r := s.recs[s.cut-1]
+	r := s.recs[s.cut-1-int(s.base)]
 	return r.off + r.len
 }
+
+// rec returns record i (base ≤ i < base+len(recs)).
+func (s *logScan) rec(i uint64) recInfo { return s.recs[i-s.base] }
+
+// committed returns the records base..cut-1.
+func (s *logScan) committed() []recInfo { return s.recs[:s.cut-int(s.base)] }
 
 type scanOpts struct {
 	verifier note.Verifier // nil: checkpoint signatures not checked
 	origin   string
 	trusted  uint64 // records below this index get header checks only
 	full     bool   // verify every payload hash
+	limit    uint64 // stop before this index (0: no limit)
 }
 
 // scanLog walks the record log of dev from the start.
 func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
-	r := newBlockReader(dev, sb.DataEnd, 1<<20)
-	res := &logScan{}
-	var fr frontier
+	return scanFrom(newBlockReader(dev, sb.DataEnd, 1<<20), sb, genesis(), o)
+}
+
+// resumePoint is where Open's walk of a drive starts: the batch of the
+// checkpoint record the superblock names (index tree size − 1, in the last
+// block before log end), once that record's header, payload hash, resume
+// point and signature check out. The walk from there recomputes the tree
+// from the resume point's subtree roots and checks the checkpoint's root.
+// An error means the superblock and the log disagree (or that block is
+// damaged); the caller then walks from record 0.
+//
+// It reads through r one window that ends with the block after log end, so
+// that for a small last batch the walk that follows needs no other read.
+func resumePoint(r *blockReader, sb *superblock, o scanOpts) (resume, error) {
+	if sb.TreeSize == 0 {
+		return genesis(), nil
+	}
+	off := sb.LogEnd - BlockSize
+	if off < DataStart {
+		return resume{}, fmt.Errorf("storage: superblock: log end %d holds no checkpoint record: %w", sb.LogEnd, ErrCorrupt)
+	}
+	if err := r.fill(max(DataStart, sb.LogEnd+BlockSize-resumeWindow), resumeWindow); err != nil {
+		return resume{}, err
+	}
+	b := make([]byte, BlockSize)
+	if err := r.readAt(b, off); err != nil {
+		return resume{}, err
+	}
+	h, err := parseHeader(b)
+	if err != nil {
+		return resume{}, err
+	}
+	if h.Type != TypeCheckpoint || h.Index != sb.TreeSize-1 || h.RecordLen() != BlockSize {
+		return resume{}, fmt.Errorf("storage: the block before log end %d is record %d of type %v, not checkpoint record %d: %w",
+			sb.LogEnd, h.Index, h.Type, sb.TreeSize-1, ErrCorrupt)
+	}
+	p := b[HeaderSize : HeaderSize+h.PayloadLen]
+	if sha256.Sum256(p) != h.PayloadSum {
+		return resume{}, fmt.Errorf("storage: checkpoint record %d: payload hash mismatch: %w", h.Index, ErrCorrupt)
+	}
+	rp, err := parseResume(p[:h.MetaLen], h.Index, off)
+	if err != nil {
+		return resume{}, err
+	}
+	c, err := OpenCheckpoint(p[h.MetaLen:], o.verifier, o.origin)
+	if err != nil {
+		return resume{}, err
+	}
+	if c.Size != h.Index {
+		return resume{}, fmt.Errorf("storage: checkpoint record %d claims tree size %d: %w", h.Index, c.Size, ErrCorrupt)
+	}
+	return rp, nil
+}
+
+// resumeWindow is what resumePoint reads: the checkpoint record, the block
+// after it, and the records before it.
+const resumeWindow = 64 << 10
+
+// scanFrom walks the record log from rp, reading through r. The first
+// record's previous hash is not checked when rp is not record 0: it is
+// covered by the next checkpoint's root, which is.
+func scanFrom(r *blockReader, sb *superblock, rp resume, o scanOpts) (*logScan, error) {
+	res := &logScan{start: rp, base: rp.index, cut: int(rp.index)}
+	fr := rp.fr.clone()
+	batch := rp // resume point of the batch being walked
 	var prev tlog.Hash
-	off := int64(DataStart)
+	off := rp.off
 	hb := make([]byte, HeaderSize)
 	stop := func(i uint64, err error) {
 		res.stopIndex, res.stopOff, res.stopErr = i, off, err
 	}
-	for i := uint64(0); ; i++ {
+	for i := rp.index; ; i++ {
+		if o.limit > 0 && i == o.limit {
+			stop(i, nil)
+			break
+		}
 		if off+BlockSize > sb.DataEnd {
 			stop(i, nil)
 			break
@@ -170,6 +267,11 @@ func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
 		}
 		if allZero(hb) {
 			stop(i, nil)
+			blk := make([]byte, BlockSize)
+			if err := r.readAt(blk, off); err != nil {
+				return nil, err
+			}
+			res.zeroStop = allZero(blk)
 			break
 		}
 		h, err := parseHeader(hb)
@@ -181,7 +283,7 @@ func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
 			stop(i, fmt.Errorf("storage: record header: index %d, want %d: %w", h.Index, i, ErrCorrupt))
 			break
 		}
-		if h.Prev != prev {
+		if h.Prev != prev && (i > rp.index || i == 0) {
 			stop(i, fmt.Errorf("storage: record header: chain broken (previous hash mismatch): %w", ErrCorrupt))
 			break
 		}
@@ -216,23 +318,33 @@ func scanLog(dev device, sb *superblock, o scanOpts) (*logScan, error) {
 				break
 			}
 		}
+		leaf := h.leafHash()
 		if h.Type == TypeCheckpoint {
 			co := o
 			if !o.full && i < o.trusted {
 				co.verifier = nil // below the synced superblock: roots only; the last one is verified by the caller
 			}
-			if err := checkCheckpointRecord(body, i, fr.root(), co); err != nil {
+			got, err := parseResume(body[:h.MetaLen], i, off)
+			if err == nil && (got.index != batch.index || got.off != batch.off || !got.fr.equal(&batch.fr)) {
+				err = fmt.Errorf("storage: checkpoint record %d: resume point does not match the log: %w", i, ErrCorrupt)
+			}
+			if err == nil {
+				err = checkCheckpointRecord(body[h.MetaLen:], i, fr.root(), co)
+			}
+			if err != nil {
 				stop(i, err)
 				break
 			}
-			res.lastCkpt = body
+			res.lastCkpt = body[h.MetaLen:]
 			res.cut = int(i) + 1
 		}
-		leaf := h.leafHash()
 		fr.add(leaf)
 		res.recs = append(res.recs, recInfo{off: off, len: rl, leaf: leaf, typ: h.Type})
 		prev = leaf
 		off += rl
+		if h.Type == TypeCheckpoint {
+			batch = resume{index: i + 1, off: off, fr: fr.clone()}
+		}
 	}
 	return res, nil
 }

@@ -146,8 +146,8 @@ func (h *Header) check() error {
 		if h.KeyEpoch != 0 || h.Nonce != ([16]byte{}) {
 			return fmt.Errorf("storage: record header: clear record with key epoch or nonce: %w", ErrCorrupt)
 		}
-		if h.Type == TypeCheckpoint && (h.MetaLen != 0 || h.BodyLen > MaxCheckpointSize) {
-			return fmt.Errorf("storage: record header: checkpoint body of %d bytes: %w", h.BodyLen, ErrCorrupt)
+		if h.Type == TypeCheckpoint && (h.MetaLen < resumeMin || h.MetaLen > resumeMax || (h.MetaLen-resumeMin)%32 != 0 || h.BodyLen > MaxCheckpointSize) {
+			return fmt.Errorf("storage: record header: checkpoint with a resume point of %d bytes and a note of %d bytes: %w", h.MetaLen, h.BodyLen, ErrCorrupt)
 		}
 	} else {
 		want = plain + chunks(plain)*16

@@ -13,17 +13,21 @@ import (
 // Get returns record index: its header, its decrypted meta and a stream of
 // its decrypted body. Every chunk is authenticated as it is read; the
 // header is checked against the tree before anything is returned. A copy
-// that fails is skipped for the next healthy replica.
+// that fails is skipped for the next healthy replica. Reading a record older
+// than the last batch at Open loads the record index first (see loadIndex).
 func (v *Vault) Get(index uint64) (Header, []byte, io.ReadCloser, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
 		return Header{}, nil, nil, ErrClosed
 	}
-	if index >= uint64(len(v.recs)) {
-		return Header{}, nil, nil, fmt.Errorf("storage: record %d of %d: %w", index, len(v.recs), ErrNotFound)
+	if index >= v.size() {
+		return Header{}, nil, nil, fmt.Errorf("storage: record %d of %d: %w", index, v.size(), ErrNotFound)
 	}
-	ri := v.recs[index]
+	ri, err := v.rec(index)
+	if err != nil {
+		return Header{}, nil, nil, err
+	}
 	var errs []error
 	for _, d := range v.active() {
 		h, meta, body, err := v.getFrom(d, ri, index)
@@ -142,7 +146,13 @@ func (b *bodyReader) Close() error { return nil }
 // decrypted meta (checkpoint records included, with empty meta).
 func (v *Vault) Scan(from uint64, fn func(h Header, meta []byte) error) error {
 	v.mu.Lock()
-	recs := v.recs
+	if from < v.base {
+		if err := v.loadIndex(); err != nil {
+			v.mu.Unlock()
+			return err
+		}
+	}
+	recs, base := v.recs, v.base
 	act := v.active()
 	v.mu.Unlock()
 	if len(act) == 0 {
@@ -150,8 +160,8 @@ func (v *Vault) Scan(from uint64, fn func(h Header, meta []byte) error) error {
 	}
 	d := act[0]
 	r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
-	for i := from; i < uint64(len(recs)); i++ {
-		ri := recs[i]
+	for i := max(from, base); i < base+uint64(len(recs)); i++ {
+		ri := recs[i-base]
 		hb := make([]byte, HeaderSize)
 		if err := r.readAt(hb, ri.off); err != nil {
 			return d.errf(int64(i), err)
@@ -176,7 +186,7 @@ func (v *Vault) Scan(from uint64, fn func(h Header, meta []byte) error) error {
 }
 
 func (v *Vault) readMeta(r *blockReader, h *Header) ([]byte, error) {
-	if h.MetaLen == 0 {
+	if h.MetaLen == 0 || h.Type == TypeCheckpoint {
 		return nil, nil
 	}
 	v.mu.Lock()
@@ -277,7 +287,7 @@ func ScanDrive(path string, key func(epoch uint32) ([]byte, error), fn func(h He
 			if err := r.readAt(body, off+HeaderSize); err != nil {
 				return err
 			}
-			if err := checkCheckpointRecord(body, i, fr.root(), scanOpts{}); err != nil {
+			if err := checkCheckpointRecord(body[h.MetaLen:], i, fr.root(), scanOpts{}); err != nil {
 				break
 			}
 		}

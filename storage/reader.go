@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // blockReader reads a device through an aligned window, so callers can read
@@ -61,6 +59,24 @@ func (r *blockReader) readAt(p []byte, off int64) error {
 	return nil
 }
 
+// fill reads [off, off+n) (clipped to the limit) into the window, so that
+// later reads inside it need no I/O. off must be block aligned.
+func (r *blockReader) fill(off int64, n int) error {
+	n = min(n, len(r.buf))
+	if off+int64(n) > r.limit {
+		n = int(r.limit - off)
+	}
+	if off < 0 || n <= 0 || off%BlockSize != 0 {
+		return fmt.Errorf("storage: read at %d+%d past the data area: %w", off, n, ErrCorrupt)
+	}
+	r.base, r.n = -1, 0
+	if _, err := r.dev.ReadAt(r.buf[:n], off); err != nil {
+		return err
+	}
+	r.base, r.n, r.next = off, n, n
+	return nil
+}
+
 // sectionReader is an io.Reader over [off, end) of a blockReader that hashes
 // what it returns.
 type sectionReader struct {
@@ -87,31 +103,4 @@ func (s *sectionReader) Read(p []byte) (int, error) {
 	s.off += int64(len(p))
 	s.h.Write(p)
 	return len(p), nil
-}
-
-// frontier computes RFC 6962 tree heads incrementally: it keeps the roots
-// of the perfect subtrees of the binary decomposition of n, largest first.
-type frontier struct {
-	stack []tlog.Hash
-	n     uint64
-}
-
-func (f *frontier) add(h tlog.Hash) {
-	for s := f.n; s&1 == 1; s >>= 1 {
-		h = tlog.NodeHash(f.stack[len(f.stack)-1], h)
-		f.stack = f.stack[:len(f.stack)-1]
-	}
-	f.stack = append(f.stack, h)
-	f.n++
-}
-
-func (f *frontier) root() tlog.Hash {
-	if len(f.stack) == 0 {
-		return sha256.Sum256(nil)
-	}
-	h := f.stack[len(f.stack)-1]
-	for i := len(f.stack) - 2; i >= 0; i-- {
-		h = tlog.NodeHash(f.stack[i], h)
-	}
-	return h
 }

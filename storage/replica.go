@@ -30,7 +30,7 @@ func (v *Vault) Drives() []DriveStatus {
 	defer v.mu.Unlock()
 	var out []DriveStatus
 	present := map[[16]byte]bool{}
-	n := uint64(len(v.recs))
+	n := v.size()
 	for _, d := range v.drives {
 		s := DriveStatus{Path: d.path, State: d.state, Reason: d.reason}
 		if d.sb != nil {
@@ -165,9 +165,26 @@ func (v *Vault) Sync(ctx context.Context, uuid [16]byte, progress func(done, tot
 }
 
 // attach finds how much of d's log agrees with the vault and catches up the
-// rest.
+// rest. A drive that is an intact prefix of the vault's log, as a returning
+// offsite drive is, is recognised from the batch its superblock names;
+// otherwise its whole log is compared with the vault's.
 func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total uint64)) error {
-	d.state, d.reason = StateSyncing, ""
+	d.state, d.reason, d.zeroAt = StateSyncing, "", 0
+	if s, err := v.scanDrive(d); err == nil && (s.stopErr == nil || s.stopIndex >= d.sb.TreeSize) {
+		n := uint64(s.cut)
+		prefix := n == 0
+		if n > 0 && n-1 >= v.base && n <= v.size() {
+			r, err := v.rec(n - 1)
+			prefix = err == nil && r == s.rec(n-1)
+		}
+		if prefix {
+			d.n, d.end = n, s.end()
+			return v.finishAttach(ctx, d, progress)
+		}
+	}
+	if err := v.loadIndex(); err != nil {
+		return err
+	}
 	s, err := scanLog(d.dev, d.sb, scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: d.sb.TreeSize})
 	if err != nil {
 		v.fail(d, err)
@@ -186,6 +203,10 @@ func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total 
 	if n > 0 {
 		d.end = v.recs[n-1].off + v.recs[n-1].len
 	}
+	return v.finishAttach(ctx, d, progress)
+}
+
+func (v *Vault) finishAttach(ctx context.Context, d *drive, progress func(done, total uint64)) error {
 	if err := v.catchUp(ctx, d, progress); err != nil {
 		if d.state == StateSyncing {
 			v.fail(d, err)
@@ -198,7 +219,7 @@ func (v *Vault) attach(ctx context.Context, d *drive, progress func(done, total 
 // catchUp copies records d.n.. from a healthy replica, syncs, verifies the
 // copy against the tree and activates d.
 func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total uint64)) error {
-	n := uint64(len(v.recs))
+	n := v.size()
 	if v.end+BlockSize > d.sb.DataEnd && v.end != d.sb.DataEnd {
 		return d.errf(-1, fmt.Errorf("%w: the vault log needs %d bytes", ErrNoSpace, v.end))
 	}
@@ -222,14 +243,18 @@ func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total
 		}
 		r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
 		for i := d.n; i < n; i++ {
-			if err := checkRecord(r, v.recs[i], i); err != nil {
+			ri, err := v.rec(i)
+			if err != nil {
+				return err
+			}
+			if err := checkRecord(r, ri, i); err != nil {
 				// The source's copy is bad: take this record from another
 				// replica whose copy verifies.
 				if _, rerr := v.repairRecord(d, i, v.active(), nil); rerr != nil {
 					return d.errf(int64(i), fmt.Errorf("copy from %s does not verify (%w) and %w (run scrub)", src.path, err, rerr))
 				}
 				r.base = -1
-				if err := checkRecord(r, v.recs[i], i); err != nil {
+				if err := checkRecord(r, ri, i); err != nil {
 					return d.errf(int64(i), fmt.Errorf("record does not verify after copying: %w", err))
 				}
 			}
@@ -237,9 +262,12 @@ func (v *Vault) catchUp(ctx context.Context, d *drive, progress func(done, total
 		v.log.Info("storage: drive caught up", "uuid", UUIDString(d.uuid()), "slot", d.slot(), "path", d.path,
 			"from", UUIDString(src.uuid()), "records", n-d.n, "took", time.Since(start))
 	}
-	if err := zeroTail(d.dev, v.end, d.sb.DataEnd); err != nil {
-		return d.errf(-1, err)
+	if d.zeroAt != v.end {
+		if err := zeroTail(d.dev, v.end, d.sb.DataEnd); err != nil {
+			return d.errf(-1, err)
+		}
 	}
+	d.zeroAt = 0
 	d.n, d.end = n, v.end
 	if !v.superblockCurrent(d) {
 		if err := v.writeSuperblock(d); err != nil {

@@ -59,7 +59,10 @@ func (v *Vault) Scrub(ctx context.Context, progress func(done, total uint64)) (S
 	if v.closed {
 		return ScrubReport{}, ErrClosed
 	}
-	n := uint64(len(v.recs))
+	if err := v.loadIndex(); err != nil {
+		return ScrubReport{}, err
+	}
+	n := v.size()
 	var ds []*drive
 	for _, d := range v.drives {
 		if d.dev != nil && d.sb != nil && (d.state == StateActive || d.state == StateQuarantined && d.repairable) {
@@ -146,7 +149,10 @@ func (v *Vault) Scrub(ctx context.Context, progress func(done, total uint64)) (S
 // repairRecord copies record i to d from the first other drive whose copy
 // verifies.
 func (v *Vault) repairRecord(d *drive, i uint64, ds []*drive, readers map[*drive]*blockReader) (*drive, error) {
-	ri := v.recs[i]
+	ri, err := v.rec(i)
+	if err != nil {
+		return nil, err
+	}
 	for _, s := range ds {
 		if s == d || s.state != StateActive {
 			continue

@@ -13,15 +13,22 @@ import (
 // chunkNonce is the XChaCha20 nonce of chunk i: record nonce (16) ||
 // big-endian 56-bit counter (7) || last-chunk flag (1).
 func chunkNonce(rec [16]byte, i uint64, last bool) []byte {
-	n := make([]byte, chacha20poly1305.NonceSizeX)
-	copy(n, rec[:])
+	var n [chacha20poly1305.NonceSizeX]byte
+	copy(n[:], rec[:])
+	setChunkCounter(&n, i, last)
+	return n[:]
+}
+
+// setChunkCounter writes the counter and last-chunk flag of chunk i into a
+// nonce that already holds the record nonce.
+func setChunkCounter(n *[chacha20poly1305.NonceSizeX]byte, i uint64, last bool) {
 	var c [8]byte
 	binary.BigEndian.PutUint64(c[:], i)
 	copy(n[16:23], c[1:])
+	n[23] = 0
 	if last {
 		n[23] = 1
 	}
-	return n
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

@@ -8,11 +8,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync"
 
+	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -52,17 +52,25 @@ type Vault struct {
 	keys    []WrappedKey
 	drives  []*drive
 	roster  [MaxSlots]*Member
-	hashes  []tlog.Hash
-	recs    []recInfo
-	end     int64
-	ckpt    []byte
-	aeads   map[uint32]cipher.AEAD
-	closed  bool
+	// The log: records base.. are in recs; those below base (Open reads
+	// only the last batch) are known through the tree until loadIndex
+	// reads their headers.
+	base   uint64
+	recs   []recInfo
+	tree   *treeHashes
+	end    int64
+	ckpt   []byte
+	aeads  map[uint32]cipher.AEAD
+	closed bool
 }
 
 // Open opens the drives at paths as one vault: it reads every superblock,
-// walks every log (truncating torn tails and unacknowledged batches),
-// chooses the longest verified log, and catches up lagging drives from it.
+// walks every log from the batch of the checkpoint its superblock names
+// (truncating torn tails and unacknowledged batches), chooses the longest
+// verified log, and catches up lagging drives from it. It reads O(last
+// batch + unsynced tail) of each drive, not the whole log: records older
+// than the last batch are verified by Audit and Scrub, and their headers
+// are read on first use (see loadIndex).
 // Drives that fail, disagree or belong nowhere are kept with a state and a
 // reason (see Drives) rather than failing Open; Open fails when no drive can
 // serve the vault or drives of different vaults are mixed.
@@ -95,16 +103,27 @@ func Open(paths []string, o Options) (*Vault, error) {
 	if _, err := v.aead(o.KeyEpoch); err != nil {
 		return nil, err
 	}
-	for _, p := range paths {
+	// Open the drives and read their superblocks in parallel (cold reads of
+	// different devices).
+	openErrs := make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, p := range paths {
 		d := &drive{path: p}
 		v.drives = append(v.drives, d)
-		dev, err := v.open(p, true)
-		if err != nil {
-			v.fail(d, err)
+		wg.Go(func() {
+			if d.dev, openErrs[i] = v.open(p, true); openErrs[i] == nil {
+				d.sb, d.sbErr = readSuperblock(d.dev)
+			}
+		})
+	}
+	wg.Wait()
+	for i, d := range v.drives {
+		if openErrs[i] != nil {
+			d.dev = nil
+			v.fail(d, openErrs[i])
 			continue
 		}
-		d.dev = dev
-		d.sb, d.sbErr = readSuperblock(dev)
+		dev := d.dev
 		if d.sb == nil {
 			v.fail(d, fmt.Errorf("no valid superblock (primary: %v; backup: %v)", d.sbErr[0], d.sbErr[1]))
 			continue
@@ -182,21 +201,35 @@ func (v *Vault) quarantine(d *drive, err error) {
 	v.log.Warn("storage: drive quarantined", "uuid", UUIDString(d.uuid()), "slot", d.slot(), "path", d.path, "err", d.reason)
 }
 
+type driveScan struct {
+	s   *logScan
+	err error
+}
+
+// scanDrive walks d's log from the resume point its superblock names, or
+// from record 0 when that does not check out.
+func (v *Vault) scanDrive(d *drive) (*logScan, error) {
+	o := scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: d.sb.TreeSize}
+	r := newBlockReader(d.dev, d.sb.DataEnd, 1<<20)
+	rp, err := resumePoint(r, d.sb, o)
+	if err != nil {
+		v.log.Warn("storage: superblock does not match the log; walking it from the start", "uuid", UUIDString(d.uuid()), "slot", d.slot(), "path", d.path, "err", trimPrefix(err.Error()))
+		rp = genesis()
+	}
+	return scanFrom(r, d.sb, rp, o)
+}
+
 // recover walks the logs and settles the vault state (see Open).
 func (v *Vault) recover() error {
-	type res struct {
-		s   *logScan
-		err error
-	}
-	results := make([]res, len(v.drives))
+	results := make([]driveScan, len(v.drives))
 	var wg sync.WaitGroup
 	for i, d := range v.drives {
 		if d.sb == nil || d.state != "" {
 			continue
 		}
 		wg.Go(func() {
-			s, err := scanLog(d.dev, d.sb, scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: d.sb.TreeSize})
-			results[i] = res{s, err}
+			s, err := v.scanDrive(d)
+			results[i] = driveScan{s, err}
 		})
 	}
 	wg.Wait()
@@ -242,43 +275,36 @@ func (v *Vault) recover() error {
 			return fmt.Errorf("storage: open: drive %s: latest checkpoint: %w", auth.path, err)
 		}
 	}
-	v.recs = append([]recInfo(nil), authScan.recs[:authScan.cut]...)
-	v.end = authScan.end()
-	v.ckpt = authScan.lastCkpt
-	v.keys = auth.sb.Keys
-	v.roster = auth.sb.Roster
-	for i, r := range v.recs {
-		hs, err := tlog.StoredHashesForRecordHash(int64(i), r.leaf, v.hashReader())
-		if err != nil {
-			return fmt.Errorf("storage: open: building tree: %w", err)
-		}
-		v.hashes = append(v.hashes, hs...)
-	}
+	// Every other drive must hold a prefix of the authority's log.
 	for i, d := range v.drives {
 		if d.sb == nil || d.state != "" {
 			continue
 		}
 		s := results[i].s
-		n := s.cut
-		if n > len(v.recs) {
-			n = len(v.recs)
-		}
-		diverged := -1
-		for j := 0; j < n; j++ {
-			if s.recs[j].leaf != v.recs[j].leaf {
-				diverged = j
-				break
+		if d != auth {
+			ok, at, err := v.agrees(auth, &authScan, s)
+			if err != nil {
+				v.fail(d, err)
+				continue
+			}
+			if !ok {
+				v.quarantine(d, fmt.Errorf("record %d: disagrees with %s (run sync)", at, auth.path))
+				d.repairable = true
+				continue
 			}
 		}
-		if diverged >= 0 || s.cut > len(v.recs) {
-			v.quarantine(d, fmt.Errorf("record %d: disagrees with %s (run sync)", diverged, auth.path))
-			d.repairable = true
-			continue
-		}
 		d.n, d.end = uint64(s.cut), s.end()
+		if s.zeroStop && s.stopOff == d.end {
+			d.zeroAt = d.end
+		}
 		d.state = StateSyncing
 	}
+	if err := v.install(authScan); err != nil {
+		return fmt.Errorf("storage: open: %w", err)
+	}
 	// Roster: the authority's, plus present drives in empty slots.
+	v.keys = auth.sb.Keys
+	v.roster = auth.sb.Roster
 	for _, d := range v.drives {
 		if d.state != StateSyncing {
 			continue
@@ -302,6 +328,128 @@ func (v *Vault) recover() error {
 		}
 	}
 	return nil
+}
+
+// agrees reports whether the committed log s found on a drive is a prefix
+// of the authority's (*as, found on auth): same leaf and offset at its last
+// checkpoint record, whose leaf commits to everything before it. When that
+// record lies before the authority's walk began, the authority is walked
+// again from the drive's own starting point, and *as replaced with that
+// longer walk. When they disagree it returns where, as far as it knows.
+func (v *Vault) agrees(auth *drive, as **logScan, s *logScan) (bool, int64, error) {
+	n := uint64(s.cut)
+	if n == 0 {
+		return true, 0, nil
+	}
+	if n > uint64((*as).cut) {
+		return false, int64((*as).cut), nil
+	}
+	if n-1 < (*as).base {
+		s2, err := scanFrom(newBlockReader(auth.dev, auth.sb.DataEnd, 1<<20), auth.sb, s.start, scanOpts{verifier: v.o.Verifier, origin: v.o.Origin, trusted: auth.sb.TreeSize})
+		if err != nil {
+			return false, -1, auth.errf(-1, err)
+		}
+		if s2.cut != (*as).cut || s2.rec(uint64(s2.cut-1)) != (*as).rec(uint64(s2.cut-1)) {
+			// The authority's log does not go on from this drive's batch: they
+			// parted before it.
+			return false, int64(s.start.index), nil
+		}
+		s2.lastCkpt = (*as).lastCkpt
+		*as = s2
+	}
+	a, b := (*as).rec(n-1), s.rec(n-1)
+	if a != b {
+		return false, int64(n - 1), nil
+	}
+	return true, 0, nil
+}
+
+// install makes the committed part of s the vault's log.
+func (v *Vault) install(s *logScan) error {
+	v.base = s.base
+	v.recs = append([]recInfo(nil), s.committed()...)
+	v.end = s.end()
+	v.ckpt = s.lastCkpt
+	v.tree = newTreeHashes(&s.start.fr)
+	for i, r := range v.recs {
+		if err := v.tree.add(v.base+uint64(i), r.leaf); err != nil {
+			return fmt.Errorf("building tree: %w", err)
+		}
+	}
+	return nil
+}
+
+func (v *Vault) size() uint64 { return v.base + uint64(len(v.recs)) }
+
+// rec returns record i < size, loading the index when i is below base.
+func (v *Vault) rec(i uint64) (recInfo, error) {
+	if i < v.base {
+		if err := v.loadIndex(); err != nil {
+			return recInfo{}, err
+		}
+	}
+	return v.recs[i-v.base], nil
+}
+
+// loadIndex reads the headers of the records below base (Open did not) from
+// an active drive and checks them against the tree: their leaves must give
+// the subtree roots the tree holds for them, and they must end where record
+// base begins. A drive whose walk fails there is quarantined (Scrub repairs
+// it) and the next one is tried. It costs one header read per record, once.
+func (v *Vault) loadIndex() error {
+	if v.base == 0 {
+		return nil
+	}
+	want, err := v.tree.frontierAt(v.base)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range v.active() {
+		s, err := scanLog(d.dev, d.sb, scanOpts{trusted: v.base, limit: v.base})
+		if err != nil {
+			v.fail(d, err)
+			errs = append(errs, d.errf(-1, err))
+			continue
+		}
+		if s.stopErr != nil || uint64(len(s.recs)) != v.base || uint64(s.cut) != v.base {
+			err := s.stopErr
+			if err == nil {
+				err = fmt.Errorf("storage: the log ends at record %d, before record %d: %w", len(s.recs), v.base, ErrCorrupt)
+			}
+			v.quarantine(d, fmt.Errorf("record %d: %w (run scrub)", s.stopIndex, err))
+			d.repairable = true
+			errs = append(errs, d.errf(int64(s.stopIndex), err))
+			continue
+		}
+		var fr frontier
+		for _, r := range s.recs {
+			fr.add(r.leaf)
+		}
+		last := s.recs[len(s.recs)-1]
+		if !fr.equal(&want) || last.off+last.len != v.recs[0].off {
+			err := fmt.Errorf("storage: records 0..%d do not match the signed tree: %w", v.base-1, ErrCorrupt)
+			v.quarantine(d, fmt.Errorf("%w (run scrub)", err))
+			d.repairable = true
+			errs = append(errs, d.errf(-1, err))
+			continue
+		}
+		t := newTreeHashes(&frontier{})
+		for i, r := range s.recs {
+			if err := t.add(uint64(i), r.leaf); err != nil {
+				return err
+			}
+		}
+		t.hashes = append(t.hashes, v.tree.hashes...)
+		v.tree = t
+		v.recs = append(s.recs, v.recs...)
+		v.base = 0
+		return nil
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("storage: reading the record index: no active drive")
+	}
+	return fmt.Errorf("storage: reading the record index: %w", errors.Join(errs...))
 }
 
 // admit places d in the roster, or says why it cannot be.
@@ -331,19 +479,6 @@ func (v *Vault) admit(d *drive) error {
 	}
 	v.roster[d.sb.Slot-1] = &Member{UUID: d.sb.UUID}
 	return nil
-}
-
-func (v *Vault) hashReader() tlog.HashReader {
-	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		out := make([]tlog.Hash, len(idx))
-		for i, x := range idx {
-			if x < 0 || x >= int64(len(v.hashes)) {
-				return nil, fmt.Errorf("storage: tree hash %d not stored", x)
-			}
-			out[i] = v.hashes[x]
-		}
-		return out, nil
-	})
 }
 
 func (v *Vault) aead(epoch uint32) (cipher.AEAD, error) {
@@ -404,26 +539,33 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 	}
 	w := newBatchWriter(act, v.end, v.o.WriteQuorum)
 	defer w.release()
-	oldHashes := len(v.hashes)
-	n0 := uint64(len(v.recs))
+	n0 := v.size()
+	// The batch's resume point, which its checkpoint record carries.
+	fr0, err := v.tree.frontierAt(n0)
+	if err != nil {
+		return nil, err
+	}
+	rp := resume{index: n0, off: v.end, fr: fr0}
 	var newRecs []recInfo
 	prev := tlog.Hash{}
 	if n0 > 0 {
-		prev = v.recs[n0-1].leaf
+		last, err := v.rec(n0 - 1)
+		if err != nil {
+			return nil, err
+		}
+		prev = last.leaf
 	}
 	abort := func(err error) ([]uint64, error) {
 		w.wait()
-		v.hashes = v.hashes[:oldHashes]
+		v.tree.truncate(n0)
 		v.markFailed(w)
 		return nil, err
 	}
 	add := func(h *Header) error {
 		leaf := h.leafHash()
-		hs, err := tlog.StoredHashesForRecordHash(int64(h.Index), leaf, v.hashReader())
-		if err != nil {
+		if err := v.tree.add(h.Index, leaf); err != nil {
 			return err
 		}
-		v.hashes = append(v.hashes, hs...)
 		newRecs = append(newRecs, recInfo{off: h.Offset, len: h.RecordLen(), leaf: leaf, typ: h.Type})
 		prev = leaf
 		return nil
@@ -447,7 +589,7 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 		idx[i] = h.Index
 	}
 	size := n0 + uint64(len(recs))
-	root, err := tlog.TreeHash(int64(size), v.hashReader())
+	root, err := tlog.TreeHash(int64(size), v.tree)
 	if err != nil {
 		return abort(err)
 	}
@@ -456,7 +598,7 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 		return abort(err)
 	}
 	ch := &Header{Type: TypeCheckpoint, Flags: FlagClear, Index: size, Prev: prev}
-	if err := writeClear(w, ch, msg); err != nil {
+	if err := writeClear(w, ch, rp.encode(), msg); err != nil {
 		return abort(err)
 	}
 	if err := add(ch); err != nil {
@@ -473,7 +615,7 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 	v.markFailed(w)
 	for _, t := range w.ts {
 		if t.failed() == nil {
-			t.d.n, t.d.end = uint64(len(v.recs)), v.end
+			t.d.n, t.d.end = v.size(), v.end
 		}
 	}
 	v.writeSuperblocks(w.liveDrives())
@@ -521,17 +663,22 @@ func readChunk(r io.Reader, p []byte) (int, error) {
 }
 
 // writeEncrypted streams meta||body through STREAM into w and completes h.
+// Each chunk is sealed in place in w's ring buffer and hashed from there
+// (see batchWriter); reading the next plaintext chunk ahead tells whether
+// the current one is the last.
 func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.AEAD, vault [16]byte, meta []byte, body io.Reader) error {
-	w.begin(h)
+	if err := w.begin(h); err != nil {
+		return err
+	}
 	aad := h.aad(vault)
-	sum := &pipeHash{h: sha256.New()}
-	defer sum.stop()
 	src := io.MultiReader(bytes.NewReader(meta), body)
-	cur, nxt := make([]byte, ChunkSize), make([]byte, ChunkSize)
+	cur, nxt, scratch := w.chunkBufs()
 	n1, err := readChunk(src, cur)
 	if err != nil {
 		return err
 	}
+	var nonce [chacha20poly1305.NonceSizeX]byte
+	copy(nonce[:], h.Nonce[:])
 	var total, i uint64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -542,12 +689,25 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 			return err
 		}
 		last := n2 == 0
-		ct := aead.Seal(sum.buf(), chunkNonce(h.Nonce, i, last), cur[:n1], aad)
-		cleanVector()
-		if err := w.write(ct); err != nil {
+		if i == 0 {
+			w.hashPayload(last)
+		}
+		setChunkCounter(&nonce, i, last)
+		dst, err := w.room(n1 + 16)
+		if err != nil {
 			return err
 		}
-		sum.write(ct)
+		if dst != nil {
+			aead.Seal(dst[:0], nonce[:], cur[:n1], aad)
+			cleanVector()
+			w.advance(len(dst))
+		} else {
+			ct := aead.Seal(scratch[:0], nonce[:], cur[:n1], aad)
+			cleanVector()
+			if err := w.write(ct); err != nil {
+				return err
+			}
+		}
 		total += uint64(n1)
 		i++
 		if total > MaxBodySize {
@@ -560,73 +720,22 @@ func writeEncrypted(ctx context.Context, w *batchWriter, h *Header, aead cipher.
 	}
 	h.BodyLen = total - uint64(len(meta))
 	h.PayloadLen = total + 16*i
-	copy(h.PayloadSum[:], sum.sum())
+	h.PayloadSum = w.payloadSum()
 	return w.finish(h)
 }
 
-// pipeHash hashes ciphertext chunks. The first chunk is hashed inline;
-// from the second on, hashing moves to a goroutine so that it runs on
-// another core while the next chunk is encrypted.
-type pipeHash struct {
-	h    hash.Hash
-	n    int
-	in   chan []byte
-	free chan []byte
-	done chan struct{}
-	one  []byte
-}
-
-const pipeDepth = 8
-
-func (p *pipeHash) buf() []byte {
-	if p.in == nil {
-		if p.one == nil {
-			p.one = make([]byte, 0, ChunkSize+16)
-		}
-		return p.one[:0]
+func writeClear(w *batchWriter, h *Header, meta, body []byte) error {
+	if err := w.begin(h); err != nil {
+		return err
 	}
-	return (<-p.free)[:0]
-}
-
-func (p *pipeHash) write(b []byte) {
-	p.n++
-	if p.in == nil {
-		p.h.Write(b)
-		if p.n == 2 {
-			p.in, p.free, p.done = make(chan []byte, pipeDepth), make(chan []byte, pipeDepth+1), make(chan struct{})
-			for range pipeDepth {
-				p.free <- make([]byte, 0, ChunkSize+16)
-			}
-			go func() {
-				defer close(p.done)
-				for c := range p.in {
-					p.h.Write(c)
-					p.free <- c
-				}
-			}()
-		}
-		return
+	h.MetaLen, h.BodyLen, h.PayloadLen = uint32(len(meta)), uint64(len(body)), uint64(len(meta)+len(body))
+	sum := sha256.New()
+	sum.Write(meta)
+	sum.Write(body)
+	sum.Sum(h.PayloadSum[:0])
+	if err := w.write(meta); err != nil {
+		return err
 	}
-	p.in <- b
-}
-
-func (p *pipeHash) stop() {
-	if p.in != nil {
-		close(p.in)
-		<-p.done
-		p.in = nil
-	}
-}
-
-func (p *pipeHash) sum() []byte {
-	p.stop()
-	return p.h.Sum(nil)
-}
-
-func writeClear(w *batchWriter, h *Header, body []byte) error {
-	w.begin(h)
-	h.BodyLen, h.PayloadLen = uint64(len(body)), uint64(len(body))
-	h.PayloadSum = sha256.Sum256(body)
 	if err := w.write(body); err != nil {
 		return err
 	}
@@ -637,7 +746,7 @@ func writeClear(w *batchWriter, h *Header, body []byte) error {
 func (v *Vault) Size() uint64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return uint64(len(v.recs))
+	return v.size()
 }
 
 // Checkpoint returns the latest signed checkpoint note (nil before the
@@ -652,23 +761,38 @@ func (v *Vault) Checkpoint() []byte {
 func (v *Vault) VaultID() [16]byte { return v.vaultID }
 
 // InclusionProof proves record index is in the tree of treeSize records.
+// Proving a record older than the last batch at Open loads the record
+// index first (see loadIndex).
 func (v *Vault) InclusionProof(index, treeSize uint64) (tlog.RecordProof, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if treeSize > uint64(len(v.recs)) || index >= treeSize {
+	if treeSize > v.size() || index >= treeSize {
 		return nil, fmt.Errorf("storage: inclusion proof of record %d in a tree of %d: %w", index, treeSize, ErrNotFound)
 	}
-	return tlog.ProveRecord(int64(treeSize), int64(index), v.hashReader())
+	if index < v.base {
+		if err := v.loadIndex(); err != nil {
+			return nil, err
+		}
+	}
+	p, err := tlog.ProveRecord(int64(treeSize), int64(index), v.tree)
+	if errors.Is(err, errNotIndexed) {
+		if err := v.loadIndex(); err != nil {
+			return nil, err
+		}
+		p, err = tlog.ProveRecord(int64(treeSize), int64(index), v.tree)
+	}
+	return p, err
 }
 
 // LeafHash returns the RFC 6962 leaf hash of record index.
 func (v *Vault) LeafHash(index uint64) (tlog.Hash, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if index >= uint64(len(v.recs)) {
+	if index >= v.size() {
 		return tlog.Hash{}, ErrNotFound
 	}
-	return v.recs[index].leaf, nil
+	r, err := v.rec(index)
+	return r.leaf, err
 }
 
 // Close closes every drive.

@@ -113,7 +113,7 @@ func sealVectorRecord(t testing.TB, h *Header, meta, body []byte) []byte {
 		t.Fatal(err)
 	}
 	if h.Type == TypeCheckpoint {
-		err = writeClear(w, h, body)
+		err = writeClear(w, h, meta, body)
 	} else {
 		err = writeEncrypted(t.Context(), w, h, aead, fixedVault(), meta, bytes.NewReader(body))
 	}
@@ -204,7 +204,24 @@ func genVectors(t *testing.T) {
 	two := add("two-chunks", &Header{Type: TypeItem, Index: 2, MetaLen: 3, Nonce: nonce, Prev: tlog.Hash{1}}, []byte("two"), body)
 	add("exact-chunk", &Header{Type: TypeItem, Index: 3, Nonce: nonce, Prev: tlog.Hash{2}}, nil, body[:ChunkSize])
 	add("unknown-type", &Header{Type: 200, Index: 4, Nonce: nonce, Prev: tlog.Hash{3}}, []byte("m"), []byte("kept, not interpreted"))
-	add("checkpoint-clear", &Header{Type: TypeCheckpoint, Flags: FlagClear, Index: 5, Prev: tlog.Hash{4}}, nil, []byte("coffre.test/vault\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— k AAAA\n"))
+	// A checkpoint record at index 5 whose batch began at record 3: its
+	// meta is that resume point (index 3, offset, the two subtree roots of
+	// the tree of records 0..2).
+	var fr3 frontier
+	for i := range 3 {
+		fr3.add(tlog.RecordHash([]byte(fmt.Sprintf("leaf %d", i))))
+	}
+	resume3 := resume{index: 3, off: DataStart + 3*BlockSize, fr: fr3}.encode()
+	note5 := []byte("coffre.test/vault\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— k AAAA\n")
+	add("checkpoint-clear", &Header{Type: TypeCheckpoint, Flags: FlagClear, Index: 5, Prev: tlog.Hash{4}}, resume3, note5)
+	for name, meta := range map[string][]byte{
+		"checkpoint-without-resume-point": nil,
+		"checkpoint-resume-point-ragged":  append(bytes.Clone(resume3), 1),
+	} {
+		rb := sealVectorRecord(t, &Header{Type: TypeCheckpoint, Flags: FlagClear, Index: 5, Prev: tlog.Hash{4}}, meta, note5)
+		recs = append(recs, recordVector{Name: name, Key: hex.EncodeToString(fixedKey()), VaultID: hex.EncodeToString(vault[:]),
+			Record: hex.EncodeToString(rb), Expect: "header-error"})
+	}
 	mut := func(name, expect string, src []byte, f func(b []byte)) {
 		b := bytes.Clone(src)
 		f(b)
