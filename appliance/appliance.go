@@ -192,12 +192,6 @@ func Open(state string, o OpenOptions) (*Appliance, error) {
 	if err := a.rememberDrives(); err != nil {
 		return nil, err
 	}
-	if a.cat != nil {
-		if _, err := a.Roster(); err != nil && !errors.Is(err, ErrNoRoster) {
-			return nil, err
-		}
-		ph.done("roster")
-	}
 	a.Log.Debug("appliance open", ph.attrs()...)
 	ok = true
 	return a, nil
@@ -294,6 +288,9 @@ func (a *Appliance) catchUp() error {
 	}
 	if from > a.vault.Size() {
 		return fmt.Errorf("%w: the catalog has indexed %d records, the drives hold %d", ErrRolledBack, from, a.vault.Size())
+	}
+	if from == a.vault.Size() {
+		return nil // up to date (a scan would first locate every older record)
 	}
 	n := 0
 	err = a.vault.Scan(from, func(h storage.Header, meta []byte) error {

@@ -104,6 +104,18 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	if err := a.Anchor(ctx); err != nil {
 		return err
 	}
+	// The roster is read (and its signatures checked) in the background:
+	// on a large vault, reading an old record first locates every record
+	// before it, which must not hold up start-up.
+	var warm sync.WaitGroup
+	defer warm.Wait() // before a.Close
+	warm.Add(1)
+	go func() {
+		defer warm.Done()
+		if _, err := a.Roster(); err != nil && !errors.Is(err, ErrNoRoster) {
+			d.event("roster", err, "the roster on the drives does not verify: audit the drives before storing anything")
+		}
+	}()
 	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers)
 
 	for _, cam := range cfg.Sources.Cameras {
