@@ -37,7 +37,7 @@ import (
 const (
 	litChunkLog = 17 // literal data partial length 2^17
 	litChunk    = 1 << litChunkLog
-	litHdrRoom  = 6 // tag + 5-byte length, before a chunk's body
+	litHdrRoom  = 6  // tag + 5-byte length, before a chunk's body
 	outChunkLog = 16 // SEIPD partial length 2^16
 	outChunk    = 1 << outChunkLog
 	outSlots    = 4 // output buffered before a write: 4 × 64 KiB
