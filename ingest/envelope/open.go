@@ -101,11 +101,11 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	}
 
 	quit := newStopper()
-	sr := &sealedReader{r: r, remaining: int64(hd.sealedLen), h: newAsyncHash(quit)}
+	sr := &sealedReader{r: r, remaining: int64(hd.sealedLen), h: newAsyncHash(quit, int64(hd.sealedLen))}
 	c := &contentReader{sr: sr, outer: r, hd: hd, uploadID: uploadID, quit: quit}
 	// An upload dropped without Close still stops its hashing goroutines.
 	runtime.AddCleanup(c, func(s *stopper) { s.stop() }, quit)
-	d, err := decryptSealed(sr, p.IngestKeys, quit)
+	d, err := decryptSealed(sr, p.IngestKeys, quit, int64(hd.sealedLen))
 	if err != nil {
 		return nil, c.fail(prefix(err, "upload "+uploadID))
 	}
@@ -129,7 +129,7 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	}
 	c.remaining = m.Size
 	c.want = m.Digest
-	c.ch = newAsyncHash(quit)
+	c.ch = newAsyncHash(quit, m.Size)
 	return &Upload{
 		UserID:             hd.userID,
 		UploadID:           uploadID,

@@ -27,7 +27,9 @@ type decrypted struct {
 // (the upload profile) takes a fast streaming path written here; SEIPDv2 is
 // decrypted by go-crypto. Inside, a literal data packet, optionally inside
 // one compressed data packet (GnuPG compresses by default), is expected.
-func decryptSealed(r io.Reader, keys openpgp.EntityList, quit *stopper) (*decrypted, error) {
+//
+// sealedLen, the sealed part's declared length, bounds the buffers.
+func decryptSealed(r io.Reader, keys openpgp.EntityList, quit *stopper, sealedLen int64) (*decrypted, error) {
 	pr := packet.NewReader(r)
 	var eks []*packet.EncryptedKey
 	var se *packet.SymmetricallyEncrypted
@@ -84,7 +86,7 @@ find:
 	d := &decrypted{ingest: ingest}
 	switch se.Version {
 	case 1:
-		mr, err := newMDCReader(se.Contents, cf, sessionKey, quit)
+		mr, err := newMDCReader(se.Contents, cf, sessionKey, quit, sealedLen)
 		if err != nil {
 			return nil, err
 		}
@@ -151,6 +153,7 @@ type mdcReader struct {
 	buf     []byte     // held-back tail of the previous chunk, then this chunk
 	held    int        // length of the held-back tail (mdcLen once started)
 	tailOff int        // where the held-back tail is in buf
+	chunk   int        // ciphertext read per fill
 	ready   []byte     // plaintext released to the reader
 	started bool       // prefix checked
 	eof     bool       // MDC checked, ready is the last plaintext
@@ -163,7 +166,9 @@ const (
 	prefixSize = aes.BlockSize + 2
 )
 
-func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stopper) (*mdcReader, error) {
+// newMDCReader decrypts in; size bounds its length (buffers are sized to
+// it).
+func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stopper, size int64) (*mdcReader, error) {
 	switch cf {
 	case packet.CipherAES128, packet.CipherAES192, packet.CipherAES256:
 	default:
@@ -176,11 +181,13 @@ func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stop
 	if err != nil {
 		return nil, wrapf(ErrFormat, err, "sealed part: cipher")
 	}
+	chunk := int(min(max(size, 4<<10), cfbChunk))
 	return &mdcReader{
-		in:  in,
-		dec: dec,
-		h:   newAsync(sha1.New(), quit),
-		buf: make([]byte, mdcLen+cfbChunk),
+		in:    in,
+		dec:   dec,
+		h:     newAsync(sha1.New(), quit, size),
+		buf:   make([]byte, mdcLen+chunk),
+		chunk: chunk,
 	}, nil
 }
 
@@ -215,7 +222,7 @@ func (m *mdcReader) release() {
 func (m *mdcReader) fill() error {
 	// the held-back tail of the previous chunk moves to the front
 	m.held = copy(m.buf, m.buf[m.tailOff:m.tailOff+m.held])
-	ct := m.buf[m.held : m.held+cfbChunk]
+	ct := m.buf[m.held : m.held+m.chunk]
 	n := 0
 	last := false
 	for n < len(ct) {
