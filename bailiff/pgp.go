@@ -217,6 +217,14 @@ func sessionKeyPacket(pub *packet.PublicKey, hidden bool, now time.Time) (key, h
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		return nil, nil, err
 	}
+	head, err = ecdhP521KeyPacket(pub, key, hidden)
+	if err == nil {
+		return key, head, nil
+	}
+	if err != errNotP521 {
+		clear(key)
+		return nil, nil, err
+	}
 	b := bytes.NewBuffer(make([]byte, 0, 512))
 	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(b, pub, packet.CipherAES256, false, key, hidden, config(now)); err != nil {
 		clear(key)
