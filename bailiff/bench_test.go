@@ -444,12 +444,12 @@ func TestBenchSmallItems(t *testing.T) {
 		runO := func() {
 			c0 := cpuTime()
 			ours = append(ours, oursRun())
-			oursCPU = append(oursCPU, (cpuTime() - c0).Seconds()/n)
+			oursCPU = append(oursCPU, (cpuTime()-c0).Seconds()/n)
 		}
 		runF := func() {
 			c0 := cpuTime()
 			floor = append(floor, floorRun())
-			floorCPU = append(floorCPU, (cpuTime() - c0).Seconds()/n)
+			floorCPU = append(floorCPU, (cpuTime()-c0).Seconds()/n)
 		}
 		if rep%2 == 0 {
 			runO()
