@@ -568,3 +568,44 @@ func BenchmarkSmallItem(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReencrypt32MiB is the 100 MiB figure's path in memory (no
+// files, no fsync), for profiles: go test -tags bench -bench Reencrypt.
+func BenchmarkReencrypt32MiB(b *testing.B) {
+	const size = 32 << 20
+	s := &benchSetup{}
+	var err error
+	if s.ingest, err = envelope.GenerateIngestKey("Ingest"); err != nil {
+		b.Fatal(err)
+	}
+	if s.courier, err = envelope.GenerateCourierKey("Courier", envelope.CourierP521); err != nil {
+		b.Fatal(err)
+	}
+	if s.escrowPub, err = newP521Entity("Coffre escrow key", "", time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	s.params = envelope.OpenParams{IngestKeys: openpgp.EntityList{s.ingest}, Couriers: openpgp.EntityList{s.courier},
+		Seen: func(string) (bool, error) { return false, nil }}
+	content := newBenchContent(size)
+	h := sha256.New()
+	io.Copy(h, &benchContent{chunk: content.chunk, left: size})
+	m := envelope.Manifest{UserID: "alice@example.org", ItemID: "big", Version: 1, Kind: "document",
+		ContentType: "application/octet-stream", Size: size}
+	copy(m.Digest[:], h.Sum(nil))
+	var sealed, env bytes.Buffer
+	if err := envelope.SealItem(&sealed, s.ingest, m, &benchContent{chunk: content.chunk, left: size}); err != nil {
+		b.Fatal(err)
+	}
+	if err := envelope.Bind(&env, s.courier, m.UserID, envelope.NewUploadID(), bytes.NewReader(sealed.Bytes())); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	b.ResetTimer()
+	c0 := cpuTime()
+	for b.Loop() {
+		if err := s.reencrypt(io.Discard, bytes.NewReader(env.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-c0)/float64(b.N)/1e6, "cpu-ms/op")
+}

@@ -31,8 +31,9 @@ import (
 //     into the outer packet's partial-length slots and writes them out in
 //     large writes.
 //
-// Memory per item is bounded: aheadChunks literal chunks and one output
-// buffer, from pools; plaintext buffers are cleared before reuse.
+// Memory per item is bounded: aheadChunks+3 literal chunks and one output
+// buffer, from pools; plaintext buffers are cleared before they go back to
+// the pool.
 
 const (
 	litChunkLog = 17 // literal data partial length 2^17
@@ -139,7 +140,7 @@ func (f *framer) frame(c *litBuf, n int, last bool) {
 func (f *framer) readChunk(r io.Reader, c *litBuf) (n int, eof bool, err error) {
 	k := f.bodyStart(c)
 	m, err := io.ReadFull(r, c.buf[litHdrRoom+k:])
-	c.used = litHdrRoom + k + m
+	c.used = max(c.used, litHdrRoom+k+m)
 	switch err {
 	case nil:
 		return k + m, false, nil
@@ -292,76 +293,105 @@ func sealStream(w io.Writer, head, key []byte, plaintext io.Reader) error {
 		return err
 	}
 	if eof {
+		defer putLit(c)
 		f.frame(c, n, true)
 		return s.finish(c)
 	}
 	// More than one chunk: read ahead.
+	ring := newLitRing(c)
+	defer ring.release()
 	chunks := make(chan *litBuf, aheadChunks)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer close(chunks)
+		send := func(b *litBuf) bool {
+			select {
+			case chunks <- b:
+				return true
+			case <-stop:
+				return false
+			}
+		}
 		cur, curN := c, n
 		for {
-			next := getLit()
+			var next *litBuf
+			select {
+			case next = <-ring.free:
+			case <-stop:
+				return
+			}
 			m, eof, err := f.readChunk(plaintext, next)
 			if err != nil {
-				putLit(cur)
 				next.err = err
-				select {
-				case chunks <- next:
-				case <-stop:
-					putLit(next)
-				}
+				send(next)
 				return
 			}
 			last := eof && m == 0
 			f.frame(cur, curN, last)
-			select {
-			case chunks <- cur:
-			case <-stop:
-				putLit(cur)
-				putLit(next)
-				return
-			}
-			if last {
-				putLit(next)
+			if !send(cur) || last {
 				return
 			}
 			if eof {
 				f.frame(next, m, true)
-				select {
-				case chunks <- next:
-				case <-stop:
-					putLit(next)
-				}
+				send(next)
 				return
 			}
 			cur, curN = next, m
 		}
 	}()
-	err = s.consume(chunks)
+	err = s.consume(chunks, ring)
 	close(stop)
-	for c := range chunks {
-		putLit(c)
+	for range chunks {
 	}
 	<-done
 	return err
 }
 
+// litRing holds the chunks of one stream: they go round between the two
+// goroutines without being cleared (the plaintext they hold is the same
+// item's) and are cleared once, by release, when the stream is over.
+type litRing struct {
+	all  []*litBuf
+	free chan *litBuf
+}
+
+func newLitRing(first *litBuf) *litRing {
+	// in use at most: two by the reader, aheadChunks queued, one by the
+	// encrypter
+	const n = aheadChunks + 3
+	r := &litRing{all: []*litBuf{first}, free: make(chan *litBuf, n)}
+	for len(r.all) < n {
+		b := getLit()
+		r.all = append(r.all, b)
+		r.free <- b
+	}
+	return r
+}
+
+func (r *litRing) recycle(b *litBuf) {
+	b.data, b.last, b.err = nil, false, nil
+	r.free <- b
+}
+
+func (r *litRing) release() {
+	for _, b := range r.all {
+		putLit(b)
+	}
+}
+
 // consume encrypts chunks until the last one.
-func (s *sealer) consume(chunks <-chan *litBuf) error {
+func (s *sealer) consume(chunks <-chan *litBuf, ring *litRing) error {
 	for c := range chunks {
-		if err := c.err; err != nil {
-			putLit(c)
-			return err
+		if c.err != nil {
+			return c.err
 		}
 		if c.last {
 			return s.finish(c)
 		}
 		err := s.encrypt(c.data)
-		putLit(c)
+		ring.recycle(c)
 		if err != nil {
 			return err
 		}
@@ -371,7 +401,6 @@ func (s *sealer) consume(chunks <-chan *litBuf) error {
 
 // finish encrypts the last chunk and the MDC and ends the packet.
 func (s *sealer) finish(c *litBuf) error {
-	defer putLit(c)
 	if err := s.encrypt(c.data); err != nil {
 		return err
 	}
@@ -432,9 +461,8 @@ func (l *literalWriter) Close() error {
 	if l.c == nil {
 		return l.err
 	}
-	defer func() { l.s.release(); l.c = nil }()
+	defer func() { putLit(l.c); l.s.release(); l.c = nil }()
 	if l.err != nil {
-		putLit(l.c)
 		return l.err
 	}
 	l.f.frame(l.c, l.n, true)
