@@ -82,7 +82,8 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	if len(p.IngestKeys) == 0 {
 		return nil, errorf(ErrWrongIngestKey, "open: no ingest key loaded")
 	}
-	r = bufio.NewReaderSize(r, 64<<10)
+	// Small: reads of the sealed part are larger and bypass it.
+	r = bufio.NewReaderSize(r, 8<<10)
 	hd, signed, sig, err := readHeader(r, lim)
 	if err != nil {
 		return nil, err
