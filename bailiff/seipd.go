@@ -47,9 +47,6 @@ const (
 	mdcLen      = 22 // 0xD3 0x14 + SHA-1
 )
 
-// Kept for the tests' boundary sizes.
-const partialChunk = outChunk
-
 // litBuf is one literal-data chunk: header and body, contiguous.
 type litBuf struct {
 	buf  [litHdrRoom + litChunk]byte
