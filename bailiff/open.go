@@ -2,8 +2,6 @@ package bailiff
 
 import (
 	"bufio"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/sha1"
 	"crypto/subtle"
 	"errors"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"coffre/internal/cfb"
 )
 
 // The reader side of the GnuPG 2.2 profile for items (sealed by SealItem or
@@ -85,123 +85,105 @@ func openItem(r io.Reader, keys openpgp.EntityList) (rd io.Reader, err error) {
 	if key == nil {
 		return nil, errors.New("bailiff: no key packet of the item opens with the given key")
 	}
-	blk, err := aes.NewCipher(key)
+	dec, err := cfb.NewDecrypter(key, make([]byte, cfb.BlockSize))
 	clear(key)
 	if err != nil {
 		return nil, err
 	}
-	m := &mdcReader{src: se.Contents, blk: blk, h: sha1.New(), in: make([]byte, sealBuf+mdcLen)}
+	m := &mdcReader{src: se.Contents, dec: dec, h: sha1.New(), buf: make([]byte, openBuf)}
 	if err := m.start(); err != nil {
+		dec.Wipe()
 		return nil, err
 	}
 	p, err := packet.Read(m)
 	if err != nil {
+		m.release()
 		return nil, fmt.Errorf("%w: %s", ErrItemFormat, sanitize(err))
 	}
 	lit, ok := p.(*packet.LiteralData)
 	if !ok {
+		m.release()
 		return nil, fmt.Errorf("%w: inner packet %T, want literal data", ErrItemFormat, p)
 	}
 	return &literalEOF{body: lit.Body, m: m}, nil
 }
 
-const mdcLen = 22 // 0xD3 0x14 + SHA-1
+// openBuf is the decryption buffer of an item reader.
+const openBuf = 128 << 10
 
-// mdcReader decrypts a SEIPD v1 body (CFB-128, zero IV, no resync) and
-// holds back the trailing MDC packet, checking it at EOF.
+// mdcReader decrypts a SEIPD v1 body (CFB-128, zero IV, no resync) in
+// place, in large reads, and holds back the trailing MDC packet, checking
+// it at EOF.
 type mdcReader struct {
-	src    io.Reader
-	blk    cipher.Block
-	h      hash.Hash
-	prev   [16]byte // previous ciphertext block
-	ks     [16]byte
-	used   int
-	in     []byte // decrypted bytes not yet returned; the last mdcLen are held back
-	n      int    // len of valid data in in
-	eof    bool
-	done   bool
-	cipher []byte
+	src  io.Reader
+	dec  *cfb.Stream
+	h    hash.Hash
+	buf  []byte // buf[r:w] is decrypted and not yet returned; its last mdcLen bytes are held back
+	r, w int
+	eof  bool
+	done bool
 }
 
-func (m *mdcReader) decrypt(dst, src []byte) {
-	for len(src) > 0 {
-		if m.used == 16 {
-			m.blk.Encrypt(m.ks[:], m.prev[:])
-			m.used = 0
-		}
-		n := min(len(src), 16-m.used)
-		copy(m.prev[m.used:], src[:n])
-		subtle.XORBytes(dst[:n], src[:n], m.ks[m.used:m.used+n])
-		m.used += n
-		dst, src = dst[n:], src[n:]
-	}
-}
-
-// fill reads and decrypts more ciphertext into m.in.
+// fill reads and decrypts more ciphertext.
 func (m *mdcReader) fill() error {
 	if m.eof {
 		return nil
 	}
-	if m.cipher == nil {
-		m.cipher = make([]byte, sealBuf)
+	if m.r > 0 && len(m.buf)-m.w < len(m.buf)/2 {
+		m.w = copy(m.buf, m.buf[m.r:m.w])
+		m.r = 0
 	}
-	room := min(len(m.in)-m.n, len(m.cipher))
-	k, err := io.ReadAtLeast(m.src, m.cipher[:room], 1)
+	k, err := m.src.Read(m.buf[m.w:])
 	if k > 0 {
-		m.decrypt(m.in[m.n:m.n+k], m.cipher[:k])
-		m.n += k
+		m.dec.XORKeyStream(m.buf[m.w:m.w+k], m.buf[m.w:m.w+k])
+		m.w += k
 	}
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		if err == io.ErrUnexpectedEOF {
-			return fmt.Errorf("%w: truncated", ErrItemFormat)
-		}
+	switch err {
+	case nil:
+		return nil
+	case io.EOF:
 		m.eof = true
 		return nil
+	case io.ErrUnexpectedEOF:
+		return fmt.Errorf("%w: truncated", ErrItemFormat)
+	default:
+		return err
 	}
-	return err
 }
 
 func (m *mdcReader) start() error {
-	m.used = 16
-	for m.n < 18 && !m.eof {
+	for m.w < prefixLen+mdcLen && !m.eof {
 		if err := m.fill(); err != nil {
 			return err
 		}
 	}
-	if m.n < 18+mdcLen {
-		for !m.eof && m.n < 18+mdcLen {
-			if err := m.fill(); err != nil {
-				return err
-			}
-		}
-		if m.n < 18+mdcLen {
-			return fmt.Errorf("%w: encrypted packet too short", ErrItemFormat)
-		}
+	if m.w < prefixLen+mdcLen {
+		return fmt.Errorf("%w: encrypted packet too short", ErrItemFormat)
 	}
-	if m.in[16] != m.in[14] || m.in[17] != m.in[15] {
+	if m.buf[16] != m.buf[14] || m.buf[17] != m.buf[15] {
 		return errors.New("bailiff: item does not decrypt with this key (prefix check)")
 	}
-	m.h.Write(m.in[:18])
-	m.n = copy(m.in, m.in[18:m.n])
+	m.h.Write(m.buf[:prefixLen])
+	m.r = prefixLen
 	return nil
 }
 
 func (m *mdcReader) Read(p []byte) (int, error) {
-	for m.n <= mdcLen && !m.eof {
+	for m.w-m.r <= mdcLen && !m.eof {
 		if err := m.fill(); err != nil {
 			return 0, err
 		}
 	}
-	avail := m.n - mdcLen
+	avail := m.w - m.r - mdcLen
 	if avail <= 0 {
 		if err := m.finish(); err != nil {
 			return 0, err
 		}
 		return 0, io.EOF
 	}
-	k := copy(p, m.in[:min(avail, len(p))])
+	k := copy(p, m.buf[m.r:m.r+avail])
 	m.h.Write(p[:k])
-	m.n = copy(m.in, m.in[k:m.n])
+	m.r += k
 	return k, nil
 }
 
@@ -210,16 +192,25 @@ func (m *mdcReader) finish() error {
 	if m.done {
 		return nil
 	}
-	if m.n != mdcLen || m.in[0] != 0xD3 || m.in[1] != 0x14 {
+	tail := m.buf[m.r:m.w]
+	if len(tail) != mdcLen || tail[0] != 0xD3 || tail[1] != 0x14 {
 		return fmt.Errorf("%w: missing or damaged MDC", ErrItemFormat)
 	}
-	m.h.Write(m.in[:2])
+	m.h.Write(tail[:2])
 	sum := m.h.Sum(nil)
-	if subtle.ConstantTimeCompare(sum, m.in[2:mdcLen]) != 1 {
+	ok := subtle.ConstantTimeCompare(sum, tail[2:]) == 1
+	m.release()
+	if !ok {
 		return errors.New("bailiff: item failed its integrity check (MDC): damaged or tampered")
 	}
 	m.done = true
 	return nil
+}
+
+// release wipes the key and the plaintext buffer.
+func (m *mdcReader) release() {
+	m.dec.Wipe()
+	clear(m.buf)
 }
 
 // literalEOF returns the literal body and, at its end, requires the

@@ -202,20 +202,35 @@ func encryptTo(w io.Writer, e *openpgp.Entity, hidden bool, now time.Time) (io.W
 }
 
 func encryptToKey(w io.Writer, pub *packet.PublicKey, hidden bool, now time.Time) (io.WriteCloser, error) {
-	cfg := config(now)
-	key := make([]byte, packet.CipherAES256.KeySize())
-	defer clear(key)
-	if _, err := io.ReadFull(rand.Reader, key); err != nil {
-		return nil, err
-	}
-	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(w, pub, packet.CipherAES256, false, key, hidden, cfg); err != nil {
-		return nil, err
-	}
-	data, err := newSEIPDv1(w, key)
+	key, head, err := sessionKeyPacket(pub, hidden, now)
 	if err != nil {
 		return nil, err
 	}
-	return newLiteral(data)
+	defer clear(key)
+	return newLiteralWriter(w, head, key)
+}
+
+// sessionKeyPacket draws an AES-256 session key and encrypts it to pub in
+// a PKESK v3 (key id 0 when hidden). The caller clears key.
+func sessionKeyPacket(pub *packet.PublicKey, hidden bool, now time.Time) (key, head []byte, err error) {
+	key = make([]byte, packet.CipherAES256.KeySize())
+	if _, err := io.ReadFull(rand.Reader, key); err != nil {
+		return nil, nil, err
+	}
+	head, err = ecdhP521KeyPacket(pub, key, hidden)
+	if err == nil {
+		return key, head, nil
+	}
+	if err != errNotP521 {
+		clear(key)
+		return nil, nil, err
+	}
+	b := bytes.NewBuffer(make([]byte, 0, 512))
+	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(b, pub, packet.CipherAES256, false, key, hidden, config(now)); err != nil {
+		clear(key)
+		return nil, nil, err
+	}
+	return key, b.Bytes(), nil
 }
 
 func encryptBytes(w io.Writer, e *openpgp.Entity, msg []byte, hidden bool, now time.Time) error {

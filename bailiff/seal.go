@@ -1,7 +1,6 @@
 package bailiff
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +9,6 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
-
-// sealBuf is the write size into the OpenPGP stream: it bounds memory (a
-// 100 MiB item is sealed in constant memory) and keeps partial-length
-// packets large.
-const sealBuf = 256 << 10
 
 // SealItem encrypts plaintext to the escrow public key as an OpenPGP message
 // in the GnuPG 2.2 profile: one PKESK v3 with the wildcard key id (recipient
@@ -40,25 +34,21 @@ func (e *Escrow) Seal(w io.Writer, plaintext io.Reader) (Algorithms, error) {
 	return SealItem(w, e.pub, plaintext)
 }
 
+// sealTo writes plaintext as a message to the encryption key of to, in
+// bounded memory, reading ahead on a second goroutine for large inputs.
 func sealTo(w io.Writer, to *openpgp.Entity, plaintext io.Reader, hidden bool) error {
-	bw := bufio.NewWriterSize(w, sealBuf)
-	pw, err := encryptTo(bw, to, hidden, time.Now())
+	now := time.Now()
+	enc, ok := to.EncryptionKey(now)
+	if !ok {
+		return errors.New("recipient has no valid encryption key")
+	}
+	key, head, err := sessionKeyPacket(enc.PublicKey, hidden, now)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, sealBuf)
-	defer clear(buf)
-	if _, err := io.CopyBuffer(pw, onlyReader{plaintext}, buf); err != nil {
-		return err
-	}
-	if err := pw.Close(); err != nil {
-		return err
-	}
-	return bw.Flush()
+	defer clear(key)
+	return sealStream(w, head, key, plaintext)
 }
-
-// onlyReader hides WriterTo/ReaderFrom so CopyBuffer uses our buffer.
-type onlyReader struct{ io.Reader }
 
 // Rewrap replaces the key packet of a sealed item: it decrypts the session
 // key with oldKey (an opened escrow private key) and writes a new PKESK v3

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +23,7 @@ func TestSEIPDWriterSizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []int{0, 1, 15, 16, 17, 191, 192, 511, 512, 8383, 8384, partialChunk - 7, partialChunk - 6, partialChunk, partialChunk + 1, 3*partialChunk + 5, sealBuf + 3} {
+	for _, n := range []int{0, 1, 15, 16, 17, 191, 192, 511, 512, 8383, 8384, outChunk - 7, outChunk, litChunk - 6, litChunk - 5, litChunk, 2*litChunk - 6, 2*litChunk - 5, outSlots*outChunk + 3, 3*litChunk + 5} {
 		pt := make([]byte, n)
 		rand.Read(pt)
 		var ct bytes.Buffer
@@ -90,5 +93,153 @@ func TestOpenItemRefusesOtherProfiles(t *testing.T) {
 	sealTo(&c, e, bytes.NewReader([]byte("x")), true)
 	if _, err := readItem(c.Bytes(), other); err == nil {
 		t.Fatal("item opened with another key")
+	}
+}
+
+// TestSEIPDFraming runs the writer, in both its forms (streaming with read
+// ahead, and the io.WriteCloser), over every size around the literal and
+// SEIPD partial-length boundaries and the output buffer's flush point,
+// and reads each message back with go-crypto's packet reader given the
+// session key: framing, literal packet and MDC must all check.
+func TestSEIPDFraming(t *testing.T) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	var sizes []int
+	for _, b := range []int{0, 8384 - 47, litChunk - 6, 2*litChunk - 6, outChunk - 47, 2*outChunk - 47, outSlots*outChunk - 47, outSlots*outChunk - 30} {
+		for d := -3; d <= 3; d++ {
+			if b+d >= 0 {
+				sizes = append(sizes, b+d)
+			}
+		}
+	}
+	sizes = append(sizes, 4*outSlots*outChunk+12345)
+	pt := make([]byte, slices.Max(sizes))
+	rand.Read(pt)
+	for _, n := range sizes {
+		var a, b bytes.Buffer
+		if err := sealStream(&a, []byte("HEAD"), key, bytes.NewReader(pt[:n])); err != nil {
+			t.Fatal(err)
+		}
+		lw, err := newLiteralWriter(&b, []byte("HEAD"), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off, step := 0, 1; off < n; off, step = off+step, step*3+1 {
+			lw.Write(pt[off:min(n, off+step)])
+		}
+		if err := lw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for name, msg := range map[string][]byte{"stream": a.Bytes(), "writer": b.Bytes()} {
+			if !bytes.HasPrefix(msg, []byte("HEAD")) {
+				t.Fatalf("%s %d: key packet not first", name, n)
+			}
+			got, err := readSEIPD(msg[4:], key)
+			if err != nil {
+				t.Fatalf("%s %d bytes: %v", name, n, err)
+			}
+			if !bytes.Equal(got, pt[:n]) {
+				t.Fatalf("%s %d bytes: plaintext differs", name, n)
+			}
+		}
+	}
+}
+
+// readSEIPD decrypts one SEIPD v1 packet holding one literal packet with
+// go-crypto, checking the MDC.
+func readSEIPD(msg, key []byte) ([]byte, error) {
+	r := bytes.NewReader(msg)
+	p, err := packet.Read(r)
+	if err != nil {
+		return nil, err
+	}
+	se, ok := p.(*packet.SymmetricallyEncrypted)
+	if !ok || !se.IntegrityProtected || se.Version != 1 {
+		return nil, errors.New("not a SEIPD v1 packet")
+	}
+	rc, err := se.Decrypt(packet.CipherAES256, key)
+	if err != nil {
+		return nil, err
+	}
+	p, err = packet.Read(rc)
+	if err != nil {
+		return nil, err
+	}
+	lit, ok := p.(*packet.LiteralData)
+	if !ok || !lit.IsBinary || lit.FileName != "" || lit.Time != 0 {
+		return nil, errors.New("not a binary literal packet without name and time")
+	}
+	body, err := io.ReadAll(lit.Body)
+	if err != nil {
+		return nil, err
+	}
+	if rest, err := io.ReadAll(rc); err != nil || len(rest) != 0 {
+		return nil, fmt.Errorf("after the literal packet: %d bytes, %v", len(rest), err)
+	}
+	if err := rc.Close(); err != nil {
+		return nil, err
+	}
+	if r.Len() != 0 {
+		return nil, errors.New("data after the SEIPD packet")
+	}
+	return body, nil
+}
+
+// failingReader returns n bytes, then an error, and counts reads after it
+// said stop.
+type failingReader struct {
+	n       int
+	stopped atomic.Bool
+	late    atomic.Int32
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.stopped.Load() {
+		f.late.Add(1)
+	}
+	if f.n == 0 {
+		return 0, errors.New("source broke")
+	}
+	k := min(len(p), f.n)
+	f.n -= k
+	return k, nil
+}
+
+type failingWriter struct{ left int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > w.left {
+		return 0, errors.New("disk full")
+	}
+	w.left -= len(p)
+	return len(p), nil
+}
+
+// TestSealStreamErrors: a reader error mid-item and a writer error both
+// end sealStream with that error, without an MDC written, and the read
+// ahead goroutine has stopped reading when it returns.
+func TestSealStreamErrors(t *testing.T) {
+	key := make([]byte, 32)
+	for _, n := range []int{100, 3 * litChunk, 10 * litChunk} {
+		src := &failingReader{n: n}
+		var out bytes.Buffer
+		err := sealStream(&out, nil, key, src)
+		src.stopped.Store(true)
+		if err == nil || err.Error() != "source broke" {
+			t.Fatalf("%d bytes then a read error: err = %v", n, err)
+		}
+		if _, err := readSEIPD(out.Bytes(), key); err == nil {
+			t.Fatalf("%d bytes: a message cut by a read error reads back", n)
+		}
+	}
+	src := &failingReader{n: 1 << 30}
+	err := sealStream(&failingWriter{left: 3 * outSlots * outChunk}, nil, key, src)
+	src.stopped.Store(true)
+	if err == nil || err.Error() != "disk full" {
+		t.Fatalf("write error: err = %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if src.late.Load() != 0 {
+		t.Fatal("the read-ahead goroutine kept reading after sealStream returned")
 	}
 }

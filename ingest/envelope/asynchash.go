@@ -10,21 +10,28 @@ import (
 // ciphertext and the content runs beside decryption (the appliance has
 // several cores; the transport must stream at least as fast as gpg). Write
 // copies into one of asyncBuffers batches, so memory stays bounded.
+//
+// A direct asyncHash (for uploads of at most directHashMax bytes) hashes on
+// the caller's goroutine instead: for a small upload a helper goroutine and
+// its batches cost more than the hashing, and allocating them per upload
+// keeps the garbage collector busy when thousands of small items arrive.
 type asyncHash struct {
-	h    hash.Hash // owned by run until done is closed
-	cur  []byte
-	free chan []byte
-	work chan []byte
-	done chan struct{}
-	quit *stopper
-	sum  []byte
-	ok   bool
-	fin  bool
+	direct bool
+	h      hash.Hash // owned by run until done is closed
+	cur    []byte
+	free   chan []byte
+	work   chan []byte
+	done   chan struct{}
+	quit   *stopper
+	sum    []byte
+	ok     bool
+	fin    bool
 }
 
 const (
-	asyncBuffers = 3
-	asyncBatch   = 128 << 10
+	asyncBuffers  = 3
+	asyncBatch    = 128 << 10
+	directHashMax = 256 << 10
 )
 
 // stopper ends the hashing goroutines of one upload, once.
@@ -37,9 +44,14 @@ func newStopper() *stopper { return &stopper{c: make(chan struct{})} }
 
 func (s *stopper) stop() { s.once.Do(func() { close(s.c) }) }
 
-func newAsyncHash(quit *stopper) *asyncHash { return newAsync(sha256.New(), quit) }
+func newAsyncHash(quit *stopper, size int64) *asyncHash { return newAsync(sha256.New(), quit, size) }
 
-func newAsync(h hash.Hash, quit *stopper) *asyncHash {
+// newAsync returns a hash of about size bytes (an upper bound), computed
+// on a helper goroutine unless size is at most directHashMax.
+func newAsync(h hash.Hash, quit *stopper, size int64) *asyncHash {
+	if size <= directHashMax {
+		return &asyncHash{direct: true, h: h, quit: quit}
+	}
 	a := &asyncHash{
 		h:    h,
 		free: make(chan []byte, asyncBuffers),
@@ -75,6 +87,10 @@ func run(h hash.Hash, work <-chan []byte, free chan<- []byte, done chan<- struct
 // Write queues p for hashing. After the upload is stopped it drops p; Sum
 // then reports failure.
 func (a *asyncHash) Write(p []byte) {
+	if a.direct {
+		a.h.Write(p)
+		return
+	}
 	for len(p) > 0 {
 		if a.cur == nil {
 			select {
@@ -105,6 +121,15 @@ func (a *asyncHash) Sum() (sum []byte, ok bool) {
 		return a.sum, a.ok
 	}
 	a.fin = true
+	if a.direct {
+		select {
+		case <-a.quit.c:
+			return nil, false
+		default:
+		}
+		a.sum, a.ok = a.h.Sum(nil), true
+		return a.sum, a.ok
+	}
 	if len(a.cur) > 0 {
 		select {
 		case a.work <- a.cur:

@@ -20,9 +20,10 @@
 //     passed. Call Upload.Close when done with an upload.
 //
 // SEIPDv1 is decrypted by a streaming decrypter in this package (seipd.go)
-// that computes the CFB keystream a chunk at a time and runs the MDC SHA-1,
-// the content SHA-256 and the ciphertext SHA-256 on helper goroutines, so an
-// upload of any size opens in well under 2 MiB of heap. SEIPDv2 (AEAD), which
+// that decrypts a chunk at a time in place (coffre/internal/cfb: AES-NI,
+// eight blocks at once) and runs the MDC SHA-1, the content SHA-256 and the
+// ciphertext SHA-256 on helper goroutines, so an upload of any size opens in
+// well under 2 MiB of heap. SEIPDv2 (AEAD), which
 // other OpenPGP tools write to keys that advertise it, is decrypted by
 // go-crypto.
 //

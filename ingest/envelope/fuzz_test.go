@@ -103,7 +103,7 @@ func FuzzDecrypted(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ct []byte) {
 		q := newStopper()
 		defer q.stop()
-		mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey, q)
+		mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey, q, int64(len(ct)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestDecryptedRoundTrip(t *testing.T) {
 	ct := sealFixed(t, append(item, content...))
 	q := newStopper()
 	defer q.stop()
-	mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey, q)
+	mr, err := newMDCReader(bytes.NewReader(ct), packet.CipherAES256, fuzzKey, q, int64(len(ct)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestDecryptedRoundTrip(t *testing.T) {
 		bad := bytes.Clone(ct)
 		bad[i] ^= 0x10
 		q := newStopper()
-		mr, _ := newMDCReader(bytes.NewReader(bad), packet.CipherAES256, fuzzKey, q)
+		mr, _ := newMDCReader(bytes.NewReader(bad), packet.CipherAES256, fuzzKey, q, int64(len(bad)))
 		_, err := io.Copy(io.Discard, mr)
 		q.stop()
 		if err == nil {

@@ -82,7 +82,8 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	if len(p.IngestKeys) == 0 {
 		return nil, errorf(ErrWrongIngestKey, "open: no ingest key loaded")
 	}
-	r = bufio.NewReaderSize(r, 64<<10)
+	// Small: reads of the sealed part are larger and bypass it.
+	r = bufio.NewReaderSize(r, 8<<10)
 	hd, signed, sig, err := readHeader(r, lim)
 	if err != nil {
 		return nil, err
@@ -101,11 +102,11 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	}
 
 	quit := newStopper()
-	sr := &sealedReader{r: r, remaining: int64(hd.sealedLen), h: newAsyncHash(quit)}
+	sr := &sealedReader{r: r, remaining: int64(hd.sealedLen), h: newAsyncHash(quit, int64(hd.sealedLen))}
 	c := &contentReader{sr: sr, outer: r, hd: hd, uploadID: uploadID, quit: quit}
 	// An upload dropped without Close still stops its hashing goroutines.
 	runtime.AddCleanup(c, func(s *stopper) { s.stop() }, quit)
-	d, err := decryptSealed(sr, p.IngestKeys, quit)
+	d, err := decryptSealed(sr, p.IngestKeys, quit, int64(hd.sealedLen))
 	if err != nil {
 		return nil, c.fail(prefix(err, "upload "+uploadID))
 	}
@@ -129,7 +130,7 @@ func Open(r io.Reader, p OpenParams) (*Upload, error) {
 	}
 	c.remaining = m.Size
 	c.want = m.Digest
-	c.ch = newAsyncHash(quit)
+	c.ch = newAsyncHash(quit, m.Size)
 	return &Upload{
 		UserID:             hd.userID,
 		UploadID:           uploadID,

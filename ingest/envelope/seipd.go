@@ -2,7 +2,6 @@ package envelope
 
 import (
 	"crypto/aes"
-	"crypto/cipher"
 	"crypto/sha1"
 	"crypto/subtle"
 	"errors"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"coffre/internal/cfb"
 )
 
 // decrypted is the transport layer opened: the literal data body and what
@@ -26,7 +27,9 @@ type decrypted struct {
 // (the upload profile) takes a fast streaming path written here; SEIPDv2 is
 // decrypted by go-crypto. Inside, a literal data packet, optionally inside
 // one compressed data packet (GnuPG compresses by default), is expected.
-func decryptSealed(r io.Reader, keys openpgp.EntityList, quit *stopper) (*decrypted, error) {
+//
+// sealedLen, the sealed part's declared length, bounds the buffers.
+func decryptSealed(r io.Reader, keys openpgp.EntityList, quit *stopper, sealedLen int64) (*decrypted, error) {
 	pr := packet.NewReader(r)
 	var eks []*packet.EncryptedKey
 	var se *packet.SymmetricallyEncrypted
@@ -83,7 +86,7 @@ find:
 	d := &decrypted{ingest: ingest}
 	switch se.Version {
 	case 1:
-		mr, err := newMDCReader(se.Contents, cf, sessionKey, quit)
+		mr, err := newMDCReader(se.Contents, cf, sessionKey, quit, sealedLen)
 		if err != nil {
 			return nil, err
 		}
@@ -139,33 +142,33 @@ func literalBody(plain io.Reader) (io.Reader, error) {
 // over prefix || packets || MDC packet, where the prefix is one random block
 // and its last two bytes repeated) and checks the modification detection
 // code: it returns io.EOF only after the trailing MDC packet (0xD3 0x14 and
-// the SHA-1 of prefix, packets and those two bytes) matched. The keystream of
-// a whole chunk is computed before XORing it, so the AES block encryptions
-// are independent and pipeline in the CPU (go-crypto's OCFB decrypter works
-// byte by byte).
+// the SHA-1 of prefix, packets and those two bytes) matched. Chunks are
+// decrypted in place by internal/cfb (eight AES blocks at a time with
+// AES-NI; go-crypto's OCFB decrypter works byte by byte) and the SHA-1
+// runs on a helper goroutine.
 type mdcReader struct {
 	in      io.Reader
-	block   cipher.Block
-	iv      [aes.BlockSize]byte // last ciphertext block of the previous chunk
-	h       *asyncHash          // SHA-1 of the MDC, computed beside decryption
-	ct      []byte              // ciphertext of the current chunk
-	ks      []byte              // keystream of the current chunk
-	buf     []byte              // held-back tail of the previous chunk, then this chunk's plaintext
-	tail    [mdcLen]byte
-	held    int
-	ready   []byte // plaintext released to the reader
-	started bool   // prefix checked
-	eof     bool   // MDC checked, ready is the last plaintext
+	dec     *cfb.Stream
+	h       *asyncHash // SHA-1 of the MDC, computed beside decryption
+	buf     []byte     // held-back tail of the previous chunk, then this chunk
+	held    int        // length of the held-back tail (mdcLen once started)
+	tailOff int        // where the held-back tail is in buf
+	chunk   int        // ciphertext read per fill
+	ready   []byte     // plaintext released to the reader
+	started bool       // prefix checked
+	eof     bool       // MDC checked, ready is the last plaintext
 	err     error
 }
 
 const (
 	mdcLen     = 22 // 0xD3 0x14 + SHA-1
-	cfbChunk   = 64 << 10
+	cfbChunk   = 128 << 10
 	prefixSize = aes.BlockSize + 2
 )
 
-func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stopper) (*mdcReader, error) {
+// newMDCReader decrypts in; size bounds its length (buffers are sized to
+// it).
+func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stopper, size int64) (*mdcReader, error) {
 	switch cf {
 	case packet.CipherAES128, packet.CipherAES192, packet.CipherAES256:
 	default:
@@ -174,17 +177,17 @@ func newMDCReader(in io.Reader, cf packet.CipherFunction, key []byte, quit *stop
 	if len(key) != cf.KeySize() {
 		return nil, errorf(ErrFormat, "sealed part: session key length %d for cipher %d", len(key), cf)
 	}
-	b, err := aes.NewCipher(key)
+	dec, err := cfb.NewDecrypter(key, make([]byte, aes.BlockSize))
 	if err != nil {
 		return nil, wrapf(ErrFormat, err, "sealed part: cipher")
 	}
+	chunk := int(min(max(size, 4<<10), cfbChunk))
 	return &mdcReader{
 		in:    in,
-		block: b,
-		h:     newAsync(sha1.New(), quit),
-		ct:    make([]byte, cfbChunk),
-		ks:    make([]byte, cfbChunk),
-		buf:   make([]byte, mdcLen+cfbChunk),
+		dec:   dec,
+		h:     newAsync(sha1.New(), quit, size),
+		buf:   make([]byte, mdcLen+chunk),
+		chunk: chunk,
 	}, nil
 }
 
@@ -197,18 +200,33 @@ func (m *mdcReader) Read(p []byte) (int, error) {
 			return 0, m.err
 		}
 		m.err = m.fill()
+		if m.err != nil {
+			m.release()
+		}
 	}
 	n := copy(p, m.ready)
 	m.ready = m.ready[n:]
+	if len(m.ready) == 0 && m.eof {
+		m.release()
+	}
 	return n, nil
+}
+
+// release wipes the key and the plaintext buffer once the stream is over.
+func (m *mdcReader) release() {
+	m.dec.Wipe()
+	clear(m.buf)
 }
 
 // fill reads and decrypts the next chunk.
 func (m *mdcReader) fill() error {
+	// the held-back tail of the previous chunk moves to the front
+	m.held = copy(m.buf, m.buf[m.tailOff:m.tailOff+m.held])
+	ct := m.buf[m.held : m.held+m.chunk]
 	n := 0
 	last := false
-	for n < len(m.ct) {
-		k, err := m.in.Read(m.ct[n:])
+	for n < len(ct) {
+		k, err := m.in.Read(ct[n:])
 		n += k
 		if err == io.EOF {
 			last = true
@@ -222,24 +240,7 @@ func (m *mdcReader) fill() error {
 			return wrapf(ErrFormat, err, "sealed part: reading encrypted data")
 		}
 	}
-	const bs = aes.BlockSize
-	full := n / bs * bs
-	for j := 0; j < n; j += bs {
-		prev := m.iv[:]
-		if j > 0 {
-			prev = m.ct[j-bs : j]
-		}
-		m.block.Encrypt(m.ks[j:j+bs], prev)
-	}
-	copy(m.buf, m.tail[:m.held])
-	out := m.buf[m.held : m.held+n]
-	subtle.XORBytes(out, m.ct[:n], m.ks[:n])
-	if n > full && !last {
-		return errorf(ErrFormat, "sealed part: short read inside encrypted data")
-	}
-	if full > 0 {
-		copy(m.iv[:], m.ct[full-bs:full])
-	}
+	m.dec.XORKeyStream(ct[:n], ct[:n])
 	data := m.buf[:m.held+n]
 	if !m.started {
 		if len(data) < prefixSize+mdcLen {
@@ -248,6 +249,7 @@ func (m *mdcReader) fill() error {
 			}
 			return errorf(ErrFormat, "sealed part: encrypted data is %d bytes, too short for prefix and MDC", len(data))
 		}
+		const bs = aes.BlockSize
 		if data[bs-2] != data[bs] || data[bs-1] != data[bs+1] {
 			return errorf(ErrDigestMismatch, "sealed part: encrypted data prefix check failed: the ciphertext was altered")
 		}
@@ -268,7 +270,7 @@ func (m *mdcReader) fill() error {
 		}
 		m.eof = true
 	}
-	m.held = copy(m.tail[:], tail)
 	m.ready = release
+	m.held, m.tailOff = mdcLen, m.held+n-mdcLen
 	return nil
 }
