@@ -54,8 +54,14 @@ const (
 	MaxJobStateSize = 64 << 10
 	// KeySize is the catalog key length (AES-256, from the keystore).
 	KeySize = 32
-	// rebuildBatch is how many records Rebuild indexes per transaction.
+	// rebuildBatch is how many records Rebuild indexes per transaction
+	// (when the scan is not in index order).
 	rebuildBatch = 1024
+	// RebuildSortMemory bounds the memory Rebuild holds the keys it must
+	// sort in (item, upload, user and supersession keys, about 100 bytes
+	// per item record); beyond it they are spilled to encrypted runs on
+	// disk and merged.
+	RebuildSortMemory = 32 << 20
 )
 
 // Badger tuning for a small machine. Badger's defaults reserve more than
