@@ -17,8 +17,10 @@ import (
 )
 
 // ScanFunc walks one drive replica's records in any order, calling fn with
-// each record's index and its meta bytes (as stored, canonical). It stops
-// and returns fn's error when fn fails.
+// each record's index and its meta bytes (as stored, canonical; fn does not
+// keep them). It stops and returns fn's error when fn fails. Increasing
+// index order (a drive scan's) is the fast one: on any other, Rebuild
+// stops and calls the ScanFunc a second time.
 type ScanFunc func(fn func(recordIndex uint64, meta []byte) error) error
 
 // testHook, when set by tests, is called at each stage of Rebuild
@@ -56,6 +58,15 @@ func Rebuild(dir string, key []byte, scan ScanFunc, log *slog.Logger) (*Catalog,
 	parent, base := filepath.Dir(dir), filepath.Base(dir)
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return nil, [32]byte{}, fmt.Errorf("catalog: rebuild: %w", err)
+	}
+	// One rebuild at a time: another's temporaries are not leftovers.
+	lock, err := os.OpenFile(filepath.Join(parent, "."+base+".rebuild-lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("catalog: rebuild: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return nil, [32]byte{}, fmt.Errorf("catalog: rebuild: another rebuild of %s is running (%v)", dir, err)
 	}
 	removeLeftovers(parent, base, log)
 

@@ -154,6 +154,28 @@ func TestRebuildOverExisting(t *testing.T) {
 	assertNoLeftovers(t, dir)
 }
 
+func TestRebuildOneAtATime(t *testing.T) {
+	recs := makeRecords(500)
+	key := newKey(t)
+	dir := filepath.Join(t.TempDir(), "catalog")
+	var second error
+	testHook = func(stage string) {
+		if stage == "sorting" {
+			_, _, second = Rebuild(dir, key, scanOf(t, recs), nil)
+		}
+	}
+	defer func() { testHook = nil }()
+	c, _, err := Rebuild(dir, key, scanOf(t, recs), nil)
+	if err != nil {
+		t.Fatalf("the first rebuild failed: %v", err)
+	}
+	c.Close()
+	if second == nil || !strings.Contains(second.Error(), "another rebuild") {
+		t.Fatalf("a rebuild during another: %v", second)
+	}
+	assertNoLeftovers(t, dir)
+}
+
 func TestRebuildOldCatalogUnreadable(t *testing.T) {
 	recs := makeRecords(50)
 	dir := filepath.Join(t.TempDir(), "catalog")
