@@ -28,7 +28,7 @@ import (
 // The scan runs on the caller's goroutine; parsing, key building and the
 // writes run on another, fed batches of records through a channel, so a
 // drive scan (decryption) and the indexing use two cores. Each stream of
-// sorted keys holds one table builder (about 2 × BaseTableSize) until it
+// sorted keys holds a table builder (a few times BaseTableSize) until it
 // is closed, so the loader closes each as soon as it is complete.
 
 // errUnordered stops the bulk load when the scan is not in increasing
@@ -90,6 +90,7 @@ func load(c *Catalog, scan ScanFunc, sortDir string) (sum [32]byte, err error) {
 		return sum, fmt.Errorf("catalog: rebuild: %w", err)
 	}
 	l := &loader{sw: sw, buf: z.NewBuffer(1<<20, "catalog.load"), sorted: newSorter(sortDir, rebuildSortMemory), log: c.log}
+	l.derivedFn = l.derived
 	defer func() {
 		l.buf.Release()
 		l.sorted.close()
@@ -188,15 +189,16 @@ var rebuildSortMemory = RebuildSortMemory
 const loadBatchRecords = 1024
 
 type loader struct {
-	sw     *badger.StreamWriter
-	open   []uint32 // streams written to and not closed
-	buf    *z.Buffer
-	kv     pb.KV
-	key    []byte
-	sorted *sorter
-	users  map[string]struct{}
-	digest digester // of every key written, as Digest computes it
-	log    *slog.Logger
+	sw        *badger.StreamWriter
+	open      []uint32 // streams written to and not closed
+	buf       *z.Buffer
+	kv        pb.KV
+	key       []byte
+	sorted    *sorter
+	users     map[string]struct{}
+	digest    digester // of every key written, as Digest computes it
+	derivedFn func([]byte) error
+	log       *slog.Logger
 }
 
 func (l *loader) put(stream uint32, k, v []byte) {
@@ -247,46 +249,27 @@ func (l *loader) index(b *loadBatch) error {
 		if err := checkPlacement(idx, m); err != nil {
 			return withPrefix(err, "catalog: rebuild")
 		}
-		var ib [8]byte
-		binary.BigEndian.PutUint64(ib[:], idx)
-		l.key = append(append(l.key[:0], pRecord), ib[:]...)
+		l.key = binary.BigEndian.AppendUint64(append(l.key[:0], pRecord), idx)
 		l.put(streamRecord, l.key, meta)
-		l.key = append(append(l.key[:0], pKind, byte(m.Kind)), ib[:]...)
-		if directKind(m.Kind) {
-			l.put(streamKind+uint32(m.Kind), l.key, nil)
-		} else if err := l.sorted.add(l.key); err != nil {
+		l.key, err = eachDerivedKey(l.key, idx, &m, l.derivedFn)
+		if err != nil {
 			return err
-		}
-		if m.UserID != "" {
-			if err := l.user(m.UserID); err != nil {
-				return err
-			}
-		}
-		if m.Kind == KindItem {
-			k := append(l.key[:0], pItem)
-			k = append(append(k, m.UserID...), 0)
-			k = append(append(k, m.ItemID...), 0)
-			k = binary.BigEndian.AppendUint32(k, m.Version)
-			l.key = append(k, ib[:]...)
-			if err := l.sorted.add(l.key); err != nil {
-				return err
-			}
-		}
-		if m.UploadID != "" {
-			l.key = append(append(append(l.key[:0], pUpload), m.UploadID...), ib[:]...)
-			if err := l.sorted.add(l.key); err != nil {
-				return err
-			}
-		}
-		if m.Supersedes != 0 {
-			l.key = binary.BigEndian.AppendUint64(append(l.key[:0], pSuper), m.Supersedes)
-			l.key = append(l.key, ib[:]...)
-			if err := l.sorted.add(l.key); err != nil {
-				return err
-			}
 		}
 	}
 	return l.flush()
+}
+
+// derived routes one secondary key: written now when it comes sorted from
+// an ordered scan, else to the sorter.
+func (l *loader) derived(k []byte) error {
+	switch {
+	case k[0] == pKind && directKind(MetaKind(k[1])):
+		l.put(streamKind+uint32(k[1]), k, nil)
+		return nil
+	case k[0] == pUser:
+		return l.user(k)
+	}
+	return l.sorted.add(k)
 }
 
 // maxLoadUsers bounds the set of user ids the loader deduplicates in
@@ -294,18 +277,17 @@ func (l *loader) index(b *loadBatch) error {
 // too.
 const maxLoadUsers = 1 << 16
 
-func (l *loader) user(u string) error {
-	if _, ok := l.users[u]; ok {
+func (l *loader) user(k []byte) error {
+	if _, ok := l.users[string(k)]; ok {
 		return nil
 	}
 	if len(l.users) < maxLoadUsers {
 		if l.users == nil {
 			l.users = map[string]struct{}{}
 		}
-		l.users[u] = struct{}{}
+		l.users[string(k)] = struct{}{}
 	}
-	l.key = append(append(l.key[:0], pUser), u...)
-	return l.sorted.add(l.key)
+	return l.sorted.add(k)
 }
 
 // finish writes the sorted keys and the catalog metadata, and flushes
