@@ -62,9 +62,11 @@ const (
 	// per item record); beyond it they are spilled to encrypted runs on
 	// disk and merged. Rebuild's other memory is badger's: at most four
 	// streams' table builders and sixteen tables being written (about
-	// 4 × BaseTableSize each), and its caches; so Rebuild's peak does not
-	// grow with the vault (about 130-210 MiB resident measured at a
-	// million records, with the collector at GOGC=50).
+	// 4-6 × BaseTableSize each), and its caches; so Rebuild's peak does
+	// not grow with the vault. Measured at a million records, with the
+	// collector at GOGC=50: 120-300 MiB anonymous resident memory (the
+	// high end when other processes starve badger's table writers), plus
+	// the table files' mapped pages.
 	RebuildSortMemory = 16 << 20
 )
 
