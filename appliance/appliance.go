@@ -280,7 +280,8 @@ func (a *Appliance) unsealAll() error {
 
 // catchUp indexes the records the drives hold beyond the catalog's
 // watermark: after a crash between an append and its indexing, the drives
-// are the truth.
+// are the truth. Records are indexed in batches (one durable transaction
+// each); indexing is idempotent, so a crash here is caught up next time.
 func (a *Appliance) catchUp() error {
 	from, err := a.cat.Watermark()
 	if err != nil {
@@ -293,18 +294,30 @@ func (a *Appliance) catchUp() error {
 		return nil // up to date (a scan would first locate every older record)
 	}
 	n := 0
+	batch := make([]catalog.Record, 0, catchUpBatch)
+	flush := func() error {
+		n += len(batch)
+		err := a.cat.IndexBatch(batch)
+		batch = batch[:0]
+		return err
+	}
 	err = a.vault.Scan(from, func(h storage.Header, meta []byte) error {
-		if h.Type == storage.TypeCheckpoint {
-			n++
-			return a.cat.Index(h.Index, catalog.Meta{Kind: catalog.KindCheckpoint})
+		m := catalog.Meta{Kind: catalog.KindCheckpoint}
+		if h.Type != storage.TypeCheckpoint {
+			var err error
+			if m, err = catalog.ParseMeta(meta); err != nil {
+				return fmt.Errorf("appliance: record %d: meta: %w", h.Index, err)
+			}
 		}
-		m, err := catalog.ParseMeta(meta)
-		if err != nil {
-			return fmt.Errorf("appliance: record %d: meta: %w", h.Index, err)
+		batch = append(batch, catalog.Record{Index: h.Index, Meta: m})
+		if len(batch) == cap(batch) {
+			return flush()
 		}
-		n++
-		return a.cat.Index(h.Index, m)
+		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	if err != nil {
 		return fmt.Errorf("appliance: catching the catalog up with the drives: %w", err)
 	}
@@ -313,6 +326,9 @@ func (a *Appliance) catchUp() error {
 	}
 	return nil
 }
+
+// catchUpBatch is how many records catchUp indexes per transaction.
+const catchUpBatch = 1024
 
 // rememberDrives records the drives' uuids and paths in vault.json.
 func (a *Appliance) rememberDrives() error {

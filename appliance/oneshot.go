@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 
 	"coffre/ingest/qr"
 	"coffre/ingest/usb"
 	"coffre/storage"
-	"coffre/storage/catalog"
 )
 
 // Outcome is what became of one upload of a one-shot ingest.
@@ -119,41 +117,4 @@ func outcome(src string, res *IngestResult, err error) Outcome {
 // verified copy on another drive.
 func (a *Appliance) Scrub(ctx context.Context, progress func(done, total uint64)) (storage.ScrubReport, error) {
 	return a.vault.Scrub(ctx, progress)
-}
-
-// RebuildCatalog recreates the catalog from one drive replica (any drive of
-// the vault, read-only) and returns the new catalog's digest. Drive and job
-// states are carried over from the old catalog when it is readable.
-func RebuildCatalog(state string, o OpenOptions, drive string) ([32]byte, int, error) {
-	// The catalog itself may be what is broken: open without it.
-	o.NoDrives, o.NoCatalog = true, true
-	a, err := Open(state, o)
-	if err != nil {
-		return [32]byte{}, 0, err
-	}
-	defer a.Close()
-	key := a.secrets[keyCatalog]
-	n := 0
-	cpMeta, err := catalog.EncodeMeta(catalog.Meta{Kind: catalog.KindCheckpoint})
-	if err != nil {
-		return [32]byte{}, 0, err
-	}
-	scan := func(fn func(idx uint64, meta []byte) error) error {
-		return storage.ScanDrive(drive, a.recordKey, func(h storage.Header, meta []byte) error {
-			n++
-			if h.Type == storage.TypeCheckpoint {
-				// Checkpoints carry no meta; the live catalog indexes them
-				// as such, and so does the rebuild.
-				return fn(h.Index, cpMeta)
-			}
-			return fn(h.Index, meta)
-		})
-	}
-	c, err := catalog.Rebuild(filepath.Join(state, catalogDir), key, scan, a.Log)
-	if err != nil {
-		return [32]byte{}, 0, err
-	}
-	defer c.Close()
-	d, err := c.Digest()
-	return d, n, err
 }

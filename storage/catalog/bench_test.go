@@ -131,7 +131,7 @@ func benchOurs() error {
 func benchRebuild() error {
 	key, _ := hex.DecodeString(os.Getenv("CHILD_KEY"))
 	start := time.Now()
-	c, err := Rebuild(os.Getenv("CHILD_DIR"), key, func(fn func(uint64, []byte) error) error {
+	c, _, err := Rebuild(os.Getenv("CHILD_DIR"), key, func(fn func(uint64, []byte) error) error {
 		for i := uint64(0); i < benchRecords; i++ {
 			b, err := EncodeMeta(benchMeta(i))
 			if err != nil {

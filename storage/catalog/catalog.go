@@ -55,6 +55,11 @@ func Open(dir string, key []byte, log *slog.Logger) (*Catalog, error) {
 }
 
 func open(dir string, key []byte, log *slog.Logger, syncWrites bool) (*Catalog, error) {
+	return openWith(dir, key, log, func(o badger.Options) badger.Options { return o.WithSyncWrites(syncWrites) })
+}
+
+// openWith opens the catalog with the options that tune changes.
+func openWith(dir string, key []byte, log *slog.Logger, tune func(badger.Options) badger.Options) (*Catalog, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("catalog: %s: key is %d bytes, want %d: check the keystore's catalog key", dir, len(key), KeySize)
 	}
@@ -64,7 +69,7 @@ func open(dir string, key []byte, log *slog.Logger, syncWrites bool) (*Catalog, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	db, err := badger.Open(options_(dir, key, log, syncWrites))
+	db, err := badger.Open(tune(options_(dir, key, log, true)))
 	if err != nil {
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(err.Error(), badger.ErrEncryptionKeyMismatch.Error()) {
 			return nil, fmt.Errorf("catalog: %s: %w: the keystore's catalog key does not open it; if the key was replaced, run `coffre catalog rebuild`", dir, ErrWrongKey)
@@ -107,6 +112,22 @@ func options_(dir string, key []byte, log *slog.Logger, syncWrites bool) badger.
 		WithMetricsEnabled(false).
 		WithDetectConflicts(false).
 		WithLogger(badgerLogger{log})
+}
+
+// openBulk opens a fresh database for Rebuild's bulk load: no sync per
+// write, and no checksum verification of the tables as the load creates
+// them (they are written with checksums, and verified when the finished
+// catalog is opened).
+func openBulk(dir string, key []byte, log *slog.Logger) (*Catalog, error) {
+	o := options_(dir, key, log, false).WithChecksumVerificationMode(options.NoVerification).
+		// The load bypasses the memtable; Rebuild's few other writes
+		// (drive and job states) fit in a small one.
+		WithMemTableSize(1 << 20)
+	db, err := badger.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %s: open: %v", dir, err)
+	}
+	return &Catalog{dir: dir, db: db, log: log}, nil
 }
 
 func (c *Catalog) checkFormat() error {

@@ -10,6 +10,9 @@
 // AES-CTR, so the catalog is an index only and is never trusted over the
 // drives: Rebuild recreates it from any one drive replica's record stream, and
 // Digest proves that two catalogs hold the same record-derived content.
+// Rebuild bulk-loads a fresh database (sorted tables written once, straight
+// to the bottom level; see load.go) with its sorting bounded to
+// RebuildSortMemory, and swaps it in whole.
 //
 // The package also owns the encoding of the small "meta" blob every drive
 // record carries (EncodeMeta, ParseMeta): a strict, bounded, canonical binary

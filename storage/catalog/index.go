@@ -156,27 +156,57 @@ func indexTxn(txn *badger.Txn, recs []encoded) error {
 // derivedKeys returns the secondary index keys of one record (all with
 // empty values).
 func derivedKeys(idx uint64, m Meta) [][]byte {
-	ib := u64(idx)
-	keys := [][]byte{append([]byte{pKind, byte(m.Kind)}, ib...)}
-	if m.UserID != "" {
-		keys = append(keys, append([]byte{pUser}, m.UserID...))
-	}
-	if m.Kind == KindItem {
-		keys = append(keys, itemKey(m.UserID, m.ItemID, m.Version, idx))
-	}
-	if m.UploadID != "" {
-		k := append([]byte{pUpload}, m.UploadID...)
-		keys = append(keys, append(k, ib...))
-	}
-	if m.Supersedes != 0 {
-		k := append([]byte{pSuper}, u64(m.Supersedes)...)
-		keys = append(keys, append(k, ib...))
-	}
+	var keys [][]byte
+	eachDerivedKey(nil, idx, &m, func(k []byte) error {
+		keys = append(keys, bytes.Clone(k))
+		return nil
+	})
 	return keys
 }
 
+// eachDerivedKey calls fn with each secondary index key of record idx, in
+// this order: kind, user, item, upload, supersession. The key is built in
+// buf, which is returned for reuse: fn must not keep it.
+func eachDerivedKey(buf []byte, idx uint64, m *Meta, fn func(k []byte) error) ([]byte, error) {
+	var ib [8]byte
+	binary.BigEndian.PutUint64(ib[:], idx)
+	buf = append(append(buf[:0], pKind, byte(m.Kind)), ib[:]...)
+	if err := fn(buf); err != nil {
+		return buf, err
+	}
+	if m.UserID != "" {
+		buf = append(append(buf[:0], pUser), m.UserID...)
+		if err := fn(buf); err != nil {
+			return buf, err
+		}
+	}
+	if m.Kind == KindItem {
+		buf = appendItemKey(buf[:0], m.UserID, m.ItemID, m.Version, idx)
+		if err := fn(buf); err != nil {
+			return buf, err
+		}
+	}
+	if m.UploadID != "" {
+		buf = append(append(append(buf[:0], pUpload), m.UploadID...), ib[:]...)
+		if err := fn(buf); err != nil {
+			return buf, err
+		}
+	}
+	if m.Supersedes != 0 {
+		buf = binary.BigEndian.AppendUint64(append(buf[:0], pSuper), m.Supersedes)
+		buf = append(buf, ib[:]...)
+		if err := fn(buf); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
 func itemKey(user, item string, version uint32, idx uint64) []byte {
-	k := make([]byte, 0, 1+len(user)+1+len(item)+1+4+8)
+	return appendItemKey(make([]byte, 0, 1+len(user)+1+len(item)+1+4+8), user, item, version, idx)
+}
+
+func appendItemKey(k []byte, user, item string, version uint32, idx uint64) []byte {
 	k = append(k, pItem)
 	k = append(k, user...)
 	k = append(k, 0)

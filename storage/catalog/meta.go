@@ -255,7 +255,17 @@ func (r *reader) u64(what string) uint64 {
 }
 
 func (r *reader) str8(what string) string {
-	return string(r.bytes(int(r.u8(what+" length")), what))
+	if r.err == nil && len(r.b) == 0 {
+		// As r.u8(what + " length") would say, without building that
+		// label for every field of every record.
+		r.err = metaErr("truncated in %s length (need 1 bytes, 0 left)", what)
+	}
+	if r.err != nil {
+		return ""
+	}
+	n := int(r.b[0])
+	r.b = r.b[1:]
+	return string(r.bytes(n, what))
 }
 
 // validate checks every rule of the format that is not about framing.

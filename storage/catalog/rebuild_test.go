@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,11 +36,14 @@ func TestRebuildIdentical(t *testing.T) {
 	var digests [][32]byte
 	for i, order := range [][]Record{recs, reversed(recs)} {
 		dir := filepath.Join(root, fmt.Sprint(i))
-		c, err := Rebuild(dir, key, scanOf(t, order), nil)
+		c, sum, err := Rebuild(dir, key, scanOf(t, order), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		digests = append(digests, mustDigest(t, c))
+		if d := mustDigest(t, c); d != sum {
+			t.Errorf("rebuild %d returned digest %x, the catalog's is %x", i, sum, d)
+		}
+		digests = append(digests, sum)
 		if w, _ := c.Watermark(); w != uint64(len(recs)) {
 			t.Errorf("rebuilt watermark %d, want %d", w, len(recs))
 		}
@@ -87,7 +92,7 @@ func TestRebuildOverExisting(t *testing.T) {
 	}
 
 	t.Run("refused while in use", func(t *testing.T) {
-		_, err := Rebuild(dir, key, scanOf(t, recs), nil)
+		_, _, err := Rebuild(dir, key, scanOf(t, recs), nil)
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Fatalf("Rebuild of an open catalog: %v", err)
 		}
@@ -95,12 +100,40 @@ func TestRebuildOverExisting(t *testing.T) {
 	})
 	old.Close()
 
-	c, err := Rebuild(dir, key, scanOf(t, recs), nil)
+	t.Run("refused when opened during the rebuild", func(t *testing.T) {
+		var late *Catalog
+		testHook = func(stage string) {
+			if stage == "scanned" { // coffred started meanwhile
+				var err error
+				if late, err = Open(dir, key, nil); err != nil {
+					t.Errorf("open during the rebuild: %v", err)
+				}
+			}
+		}
+		defer func() { testHook = nil }()
+		_, _, err := Rebuild(dir, key, scanOf(t, recs), nil)
+		if err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("Rebuild with the catalog opened meanwhile: %v", err)
+		}
+		assertNoLeftovers(t, dir)
+		if late == nil {
+			t.Fatal("no catalog opened")
+		}
+		// The process that opened it still has it whole.
+		if v, ok, err := late.Job("reencap"); err != nil || !ok || string(v) != "at 812" {
+			t.Fatalf("the catalog opened during the rebuild lost its state: %q %v %v", v, ok, err)
+		}
+		if err := late.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	c, _, err := Rebuild(dir, key, scanOf(t, recs), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fresh, err := Rebuild(filepath.Join(t.TempDir(), "fresh"), key, scanOf(t, recs), nil)
+	fresh, _, err := Rebuild(filepath.Join(t.TempDir(), "fresh"), key, scanOf(t, recs), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +154,28 @@ func TestRebuildOverExisting(t *testing.T) {
 	assertNoLeftovers(t, dir)
 }
 
+func TestRebuildOneAtATime(t *testing.T) {
+	recs := makeRecords(500)
+	key := newKey(t)
+	dir := filepath.Join(t.TempDir(), "catalog")
+	var second error
+	testHook = func(stage string) {
+		if stage == "sorting" {
+			_, _, second = Rebuild(dir, key, scanOf(t, recs), nil)
+		}
+	}
+	defer func() { testHook = nil }()
+	c, _, err := Rebuild(dir, key, scanOf(t, recs), nil)
+	if err != nil {
+		t.Fatalf("the first rebuild failed: %v", err)
+	}
+	c.Close()
+	if second == nil || !strings.Contains(second.Error(), "another rebuild") {
+		t.Fatalf("a rebuild during another: %v", second)
+	}
+	assertNoLeftovers(t, dir)
+}
+
 func TestRebuildOldCatalogUnreadable(t *testing.T) {
 	recs := makeRecords(50)
 	dir := filepath.Join(t.TempDir(), "catalog")
@@ -136,7 +191,7 @@ func TestRebuildOldCatalogUnreadable(t *testing.T) {
 	var logBuf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	key := newKey(t)
-	c, err := Rebuild(dir, key, scanOf(t, recs), log)
+	c, _, err := Rebuild(dir, key, scanOf(t, recs), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +265,7 @@ func TestRebuildFailureKeepsOld(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Rebuild(dir, key, tc.scan, nil)
+			_, _, err := Rebuild(dir, key, tc.scan, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "catalog: ") {
 				t.Fatalf("Rebuild: %v, want an error containing %q", err, tc.wantErr)
 			}
@@ -256,7 +311,7 @@ func TestRebuildCrash(t *testing.T) {
 	if err := os.WriteFile(scanFile, sb.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Rebuild(filepath.Join(root, "reference"), key, scanOf(t, recs), nil)
+	fresh, _, err := Rebuild(filepath.Join(root, "reference"), key, scanOf(t, recs), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +366,7 @@ func TestRebuildCrash(t *testing.T) {
 			c.Close()
 
 			// The next rebuild completes and clears any leftovers.
-			c, err = Rebuild(dir, key, scanOf(t, recs), nil)
+			c, _, err = Rebuild(dir, key, scanOf(t, recs), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -382,9 +437,139 @@ func rebuildChild() error {
 		}
 		return nil
 	}
-	c, err := Rebuild(os.Getenv("CHILD_DIR"), key, scan, nil)
+	c, _, err := Rebuild(os.Getenv("CHILD_DIR"), key, scan, nil)
 	if err != nil {
 		return err
 	}
 	return c.Close()
+}
+
+// TestRebuildBulkPaths rebuilds, through the bulk load and through
+// transactions, record sets that exercise its corners, and checks both
+// give the live catalog's content and digest.
+func TestRebuildBulkPaths(t *testing.T) {
+	big := item("user-big", "letter", 1, 90001, 0)
+	big.Attrs = map[string]string{"note": strings.Repeat("é", 7000)} // a meta above the value threshold
+	withBig := append(makeRecords(500), Record{500, big})
+	gap := makeRecords(400)
+	gap = append(gap[:200:200], gap[201:]...) // record 200 missing
+	cases := []struct {
+		name       string
+		recs       []Record
+		sortMemory int
+		watermark  uint64
+	}{
+		{"keys sorted in memory", makeRecords(3000), RebuildSortMemory, 3000},
+		{"keys spilled and merged", makeRecords(3000), 4 << 10, 3000},
+		{"meta above the value threshold", withBig, RebuildSortMemory, 501},
+		{"gap in the records", gap, 8 << 10, 200},
+		{"no records", nil, RebuildSortMemory, 0},
+		{"no record 0", makeRecords(300)[1:], RebuildSortMemory, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(m int) { rebuildSortMemory = m }(rebuildSortMemory)
+			rebuildSortMemory = tc.sortMemory
+			key := newKey(t)
+			live := openTemp(t, key)
+			if err := live.IndexBatch(tc.recs); err != nil {
+				t.Fatal(err)
+			}
+			want := mustDigest(t, live)
+			root := t.TempDir()
+			for _, order := range []string{"in order", "reversed"} {
+				recs := tc.recs
+				if order == "reversed" {
+					recs = reversed(recs)
+				}
+				c, sum, err := Rebuild(filepath.Join(root, order), key, scanOf(t, recs), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := mustDigest(t, c); got != want || sum != want {
+					t.Errorf("%s: digest %x, returned %x, want %x", order, got, sum, want)
+				}
+				if w, err := c.Watermark(); err != nil || w != tc.watermark {
+					t.Errorf("%s: watermark %d %v, want %d", order, w, err, tc.watermark)
+				}
+				for _, r := range tc.recs {
+					e, err := c.Get(r.Index)
+					if err != nil || !reflect.DeepEqual(e.Meta, r.Meta) {
+						t.Fatalf("%s: record %d: %+v %v", order, r.Index, e.Meta, err)
+					}
+				}
+				// The rebuilt catalog takes live writes after it.
+				next := Record{9000, item("user-late", "pw", 1, 9000, 0)}
+				if err := c.Index(next.Index, next.Meta); err != nil {
+					t.Fatal(err)
+				}
+				if e, err := c.Get(next.Index); err != nil || e.Meta.UserID != "user-late" {
+					t.Fatalf("%s: record indexed after the rebuild: %+v %v", order, e, err)
+				}
+				if err := c.Close(); err != nil {
+					t.Fatal(err)
+				}
+				assertNoLeftovers(t, filepath.Join(root, order))
+			}
+		})
+	}
+}
+
+// TestRebuildEncryptedAtRest: the bulk-loaded catalog and the sorter's
+// spilled runs hold no user id in the clear.
+func TestRebuildEncryptedAtRest(t *testing.T) {
+	defer func(m int) { rebuildSortMemory = m }(rebuildSortMemory)
+	rebuildSortMemory = 4 << 10
+	const marker = "plaintext-marker-user-5b1e"
+	var recs []Record
+	for i := uint64(0); i < 2000; i++ {
+		recs = append(recs, Record{i, item(fmt.Sprintf("%s-%d", marker, i%50), "pw", uint32(i/50+1), i, 0)})
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "catalog")
+	spilled := 0
+	testHook = func(stage string) {
+		if stage == "sorting" { // the runs exist now
+			m, _ := filepath.Glob(filepath.Join(root, "catalog"+rebuildSuffix+"sort-*", "*.run"))
+			spilled = len(m)
+			checkNoMarker(t, root, marker)
+		}
+	}
+	defer func() { testHook = nil }()
+	c, _, err := Rebuild(dir, newKey(t), scanOf(t, recs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if spilled == 0 {
+		t.Fatal("the rebuild spilled no run")
+	}
+	if n := checkNoMarker(t, root, marker); n < 10000 {
+		t.Fatalf("only %d bytes on disk", n)
+	}
+}
+
+func checkNoMarker(t *testing.T, root, marker string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		n += len(b)
+		if bytes.Contains(b, []byte(marker)) {
+			t.Errorf("%s holds a user id in the clear", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

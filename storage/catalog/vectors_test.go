@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -271,4 +272,31 @@ func metaEqual(a, b Meta) bool {
 		b.Attrs = nil
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// TestParseMetaTruncated: every proper prefix of a valid meta is refused as
+// truncated, naming the field it ends in.
+func TestParseMetaTruncated(t *testing.T) {
+	m := item("alice", "pw-1", 1, 5, 0)
+	m.Attrs = map[string]string{"label": "bank"}
+	b, err := EncodeMeta(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < len(b); n++ {
+		_, err := ParseMeta(b[:n])
+		if !errors.Is(err, ErrMalformedMeta) || !strings.Contains(err.Error(), "truncated in ") {
+			t.Fatalf("prefix of %d bytes: %v", n, err)
+		}
+	}
+	want := map[int]string{
+		4:  "truncated in user id length (need 1 bytes, 0 left)",
+		5:  "truncated in user id (need 5 bytes, 0 left)",
+		10: "truncated in item id length (need 1 bytes, 0 left)",
+	}
+	for n, w := range want {
+		if _, err := ParseMeta(b[:n]); err == nil || !strings.HasSuffix(err.Error(), w) {
+			t.Errorf("prefix of %d bytes: %v, want …%s", n, err, w)
+		}
+	}
 }
