@@ -116,5 +116,15 @@ func outcome(src string, res *IngestResult, err error) Outcome {
 // Scrub checks every record on every drive and rewrites damaged ones from a
 // verified copy on another drive.
 func (a *Appliance) Scrub(ctx context.Context, progress func(done, total uint64)) (storage.ScrubReport, error) {
-	return a.vault.Scrub(ctx, progress)
+	rep, err := a.vault.Scrub(ctx, progress)
+	if err != nil {
+		return rep, err
+	}
+	// The catalog's tables are checked whole here (reads check each block).
+	if a.cat != nil {
+		if err := a.cat.VerifyChecksum(); err != nil {
+			return rep, fmt.Errorf("%w (rebuild it from a drive: coffre catalog rebuild --state %s)", err, a.State)
+		}
+	}
+	return rep, nil
 }

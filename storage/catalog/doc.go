@@ -5,7 +5,8 @@
 //
 // The catalog is a badger v4 database on the appliance's internal disk,
 // encrypted with a 32-byte key from the keystore, written with SyncWrites on,
-// checksums verified on every table and block read, and its memory tuned for
+// checksums verified on every block read and over whole tables after a
+// rebuild and at every scrub (VerifyChecksum), and its memory tuned for
 // a small machine (see limits.go). Badger's encryption is unauthenticated
 // AES-CTR, so the catalog is an index only and is never trusted over the
 // drives: Rebuild recreates it from any one drive replica's record stream, and

@@ -143,10 +143,13 @@ func Rebuild(dir string, key []byte, scan ScanFunc, log *slog.Logger) (*Catalog,
 		ok = true
 	}
 	unlock()
-	// Opening the new catalog verifies the checksum of every table.
 	c, err := Open(dir, key, log)
 	if err != nil {
 		return nil, [32]byte{}, withPrefix(err, "catalog: rebuild: reopen")
+	}
+	if err := c.VerifyChecksum(); err != nil {
+		c.Close()
+		return nil, [32]byte{}, withPrefix(err, "catalog: rebuild")
 	}
 	if sum == nil {
 		d, err := c.Digest()
