@@ -1,0 +1,406 @@
+package bailiff
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"coffre/bailiff/shamir"
+)
+
+// Quorum is the bailiffs' unlock for one re-encapsulation job
+// (ReencapOrder): the keys of the bailiffs present, opened with their
+// passphrases, and the share cards of those who opened their share messages
+// with their own tools. It is bound to the verified order and to the roster
+// the escrows to open are split under; it opens only escrows the order
+// covers, and never hands an escrow private key or K to its caller: it
+// returns re-split bundles (Resplit) and re-wrapping sessions (Rotate).
+// It holds secrets until Close; it has no String method that shows them.
+type Quorum struct {
+	order  *ReencapOrder
+	roster *Roster
+	keys   []*openpgp.Entity                          // opened bailiff keys, one per bailiff
+	cards  map[[shamir.SplitIDLen]byte][]shamir.Share // share cards by split id
+	now    func() time.Time
+}
+
+// NewQuorum starts the unlock of a job: the order must carry k valid
+// signatures of r, the roster the escrows are split under (for a roster
+// change, the old roster).
+func NewQuorum(r *Roster, o *ReencapOrder) (*Quorum, error) {
+	if err := r.Verify(); err != nil {
+		return nil, err
+	}
+	if err := o.Verify(r); err != nil {
+		return nil, err
+	}
+	slog.Info("bailiff: re-encapsulation quorum opened", "kind", o.Kind, "order", o.ID())
+	return &Quorum{order: o, roster: r, cards: map[[shamir.SplitIDLen]byte][]shamir.Share{}, now: time.Now}, nil
+}
+
+// AddKey opens a bailiff's protected secret key with the passphrase (wiped)
+// for the length of the job. The bailiff must be on the quorum's roster. It
+// returns the bailiff.
+func (q *Quorum) AddKey(secretKey, passphrase []byte) (*BailiffKey, error) {
+	key, err := OpenBailiffKey(secretKey, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	b := q.roster.Bailiff(Fingerprint(key))
+	if b == nil {
+		wipeEntity(key)
+		return nil, fmt.Errorf("bailiff: key %s is not on the roster the escrows are split under", Fingerprint(key))
+	}
+	for _, k := range q.keys {
+		if Fingerprint(k) == b.Fingerprint {
+			wipeEntity(key)
+			return b, nil
+		}
+	}
+	q.keys = append(q.keys, key)
+	slog.Info("bailiff: key opened for re-encapsulation", "bailiff", b.Fingerprint)
+	return b, nil
+}
+
+// AddShareCard takes the card text of one share (a bailiff decrypted a
+// share message of one escrow with their own tools, see ShareMessages). It
+// is matched to its escrow by split id when that escrow is opened.
+func (q *Quorum) AddShareCard(text []byte) error {
+	defer clear(text)
+	s, err := shamir.ParseCard(string(text))
+	if err != nil {
+		return err
+	}
+	for _, o := range q.cards[s.SplitID] {
+		if o.Index == s.Index {
+			s.Wipe()
+			return nil
+		}
+	}
+	q.cards[s.SplitID] = append(q.cards[s.SplitID], s)
+	return nil
+}
+
+// Keys returns how many bailiff keys are open.
+func (q *Quorum) Keys() int { return len(q.keys) }
+
+// Order returns the order the quorum acts on.
+func (q *Quorum) Order() *ReencapOrder { return q.order }
+
+// Close wipes the opened keys and the share cards.
+func (q *Quorum) Close() {
+	for _, k := range q.keys {
+		wipeEntity(k)
+	}
+	q.keys = nil
+	for id, ss := range q.cards {
+		for i := range ss {
+			ss[i].Wipe()
+		}
+		delete(q.cards, id)
+	}
+}
+
+// String describes the quorum without its secrets.
+func (q *Quorum) String() string {
+	return fmt.Sprintf("re-encapsulation quorum for %s (%d keys, %d escrows with cards; secrets redacted)", q.order.Kind, len(q.keys), len(q.cards))
+}
+
+// GoString is String for %#v.
+func (q *Quorum) GoString() string { return q.String() }
+
+// shares gathers threshold checked shares of esc: cards first, then the
+// share messages of the bailiffs whose keys are open. The caller wipes
+// them.
+func (q *Quorum) shares(esc *Escrow) ([]shamir.Share, error) {
+	if !q.order.Covers(esc.UserID) {
+		return nil, fmt.Errorf("%w: the order does not cover the escrow of %s", ErrWrongEscrow, esc.UserID)
+	}
+	if esc.RosterDigest != q.roster.Digest() {
+		return nil, fmt.Errorf("%w: the escrow of %s is split under another roster than the quorum's", ErrWrongEscrow, esc.UserID)
+	}
+	if esc.Threshold != q.roster.Threshold || len(esc.Shares) != len(q.roster.Bailiffs) {
+		return nil, fmt.Errorf("%w: escrow of %s does not fit the roster threshold", ErrWrongEscrow, esc.UserID)
+	}
+	var out []shamir.Share
+	have := map[int]bool{}
+	fail := func(err error) ([]shamir.Share, error) {
+		for i := range out {
+			out[i].Wipe()
+		}
+		return nil, err
+	}
+	for _, c := range q.cards[esc.SplitID] {
+		if len(out) == esc.Threshold {
+			break
+		}
+		if err := esc.checkShare(c); err != nil {
+			return fail(err)
+		}
+		out = append(out, shamir.Share{SplitID: c.SplitID, Threshold: c.Threshold, Index: c.Index, Value: bytes.Clone(c.Value)})
+		have[c.Index] = true
+	}
+	var errs []error
+	for _, k := range q.keys {
+		if len(out) == esc.Threshold {
+			break
+		}
+		slot := esc.shareFor(Fingerprint(k))
+		if slot == nil || have[slot.Index] {
+			continue
+		}
+		s, err := esc.openShareMessage(k)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, s)
+		have[s.Index] = true
+	}
+	if len(out) < esc.Threshold {
+		return fail(fmt.Errorf("bailiff: escrow of %s: %d of the %d shares needed; more bailiffs must unlock (%w)", esc.UserID, len(out), esc.Threshold, errors.Join(errs...)))
+	}
+	return out, nil
+}
+
+// openSecret rebuilds K from shares and returns the escrow's secret key
+// bytes (checked: they parse to the key the bundle names). The caller
+// wipes them.
+func (esc *Escrow) openSecret(shares []shamir.Share) ([]byte, error) {
+	k, err := shamir.Combine(shares)
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: escrow of %s: %w", esc.UserID, err)
+	}
+	defer clear(k)
+	aead, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := aead.Open(nil, esc.Nonce[:], esc.Sealed, escrowAD(esc.UserID, esc.Fingerprint))
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key does not open (bundle damaged or not this user's)", esc.UserID)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(secret))
+	if err != nil || len(el) != 1 || el[0].PrivateKey == nil || Fingerprint(el[0]) != esc.Fingerprint {
+		clear(secret)
+		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key is not the secret key the bundle names", esc.UserID)
+	}
+	wipeEntity(el[0])
+	return secret, nil
+}
+
+// Resplit rebuilds the K of esc with the quorum, opens the sealed escrow
+// key and seals it again under a fresh K' (fresh nonce) split k'-of-n' to
+// the bailiffs of next (roster change, kind 2). The escrow key itself, and
+// so every item sealed to it, is unchanged. K' is fresh rather than K
+// re-split so that, once the old bundle is retired, the old roster's shares
+// open nothing. next must be signed by all its bailiffs.
+func (q *Quorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
+	if q.order.Kind != ReencapRosterChange || next.Digest() != q.order.NewRoster {
+		return nil, fmt.Errorf("%w: the order does not move the escrows to this roster", ErrWrongEscrow)
+	}
+	if err := next.Verify(); err != nil {
+		return nil, err
+	}
+	shares, err := q.shares(esc)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for i := range shares {
+			shares[i].Wipe()
+		}
+	}()
+	secret, err := esc.openSecret(shares)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(secret)
+	ne := &Escrow{UserID: esc.UserID, RosterDigest: next.Digest(), Fingerprint: esc.Fingerprint, Public: bytes.Clone(esc.Public), AEAD: AlgEscrowAEAD, Threshold: next.Threshold, pub: esc.pub}
+	if err := ne.sealAndSplit(secret, next, q.now()); err != nil {
+		return nil, err
+	}
+	return ne, nil
+}
+
+// sealAndSplit seals secret (the escrow's secret key) under a fresh K and
+// nonce and splits K to the bailiffs of r, each share encrypted to its
+// bailiff (docs/formats/escrow.md, steps 3–6).
+func (e *Escrow) sealAndSplit(secret []byte, r *Roster, now time.Time) error {
+	k := make([]byte, chacha20poly1305.KeySize)
+	defer clear(k)
+	if _, err := io.ReadFull(rand.Reader, k); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(rand.Reader, e.Nonce[:]); err != nil {
+		return err
+	}
+	aead, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return err
+	}
+	e.Sealed = aead.Seal(nil, e.Nonce[:], secret, escrowAD(e.UserID, e.Fingerprint))
+	shares, err := shamir.Split(k, r.Threshold, len(r.Bailiffs), nil)
+	if err != nil {
+		return fmt.Errorf("bailiff: splitting the escrow key: %w", err)
+	}
+	defer func() {
+		for i := range shares {
+			shares[i].Wipe()
+		}
+	}()
+	e.SplitID = shares[0].SplitID
+	e.Shares = e.Shares[:0]
+	for i, b := range r.Bailiffs {
+		card, err := shares[i].CardText()
+		if err != nil {
+			return err
+		}
+		var msg bytes.Buffer
+		err = encryptBytes(&msg, b.entity, []byte(card), false, now)
+		clearString(&card)
+		if err != nil {
+			return fmt.Errorf("bailiff: encrypting share %d to %s: %w", i+1, b.Name, err)
+		}
+		e.Shares = append(e.Shares, EscrowShare{Index: i + 1, Bailiff: b.Fingerprint, Commitment: shares[i].Commitment(), Message: msg.Bytes()})
+	}
+	return nil
+}
+
+// Rotation re-wraps one user's items from the old escrow key to a new one
+// (kind 3): it holds the old escrow private key until Close, and the new
+// escrow bundle (New) to store.
+type Rotation struct {
+	Old    *Escrow
+	New    *Escrow
+	oldKey *openpgp.Entity
+	newEnc *packet.PublicKey
+	cfg    *packet.Config
+}
+
+// Rotate rebuilds the escrow key of esc with the quorum and makes the new
+// escrow of the same user under r (the roster in force, which the order is
+// bound to): a fresh key, sealed under a fresh K split to r's bailiffs.
+func (q *Quorum) Rotate(esc *Escrow, r *Roster) (*Rotation, error) {
+	if q.order.Kind != ReencapEscrowRotation {
+		return nil, fmt.Errorf("bailiff: reencap order is a %s, not a %s", q.order.Kind, ReencapEscrowRotation)
+	}
+	if r.Digest() != q.roster.Digest() {
+		return nil, fmt.Errorf("%w: a rotation makes the new escrow under the order's roster", ErrWrongEscrow)
+	}
+	shares, err := q.shares(esc)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for i := range shares {
+			shares[i].Wipe()
+		}
+	}()
+	now := q.now()
+	old, err := esc.openKey(shares, now)
+	if err != nil {
+		return nil, err
+	}
+	ne, err := newEscrow(esc.UserID, r, now)
+	if err != nil {
+		wipeEntity(old)
+		return nil, err
+	}
+	enc, ok := ne.pub.EncryptionKey(now)
+	if !ok {
+		wipeEntity(old)
+		return nil, errors.New("bailiff: rotation: the new escrow key has no valid encryption key")
+	}
+	return &Rotation{Old: esc, New: ne, oldKey: old, newEnc: enc.PublicKey, cfg: config(now)}, nil
+}
+
+// Close wipes the old escrow private key.
+func (rot *Rotation) Close() {
+	wipeEntity(rot.oldKey)
+	rot.oldKey = nil
+}
+
+// String describes the rotation without its secret.
+func (rot *Rotation) String() string {
+	return fmt.Sprintf("escrow rotation of %s: %s -> %s (key redacted)", rot.Old.UserID, rot.Old.Fingerprint, rot.New.Fingerprint)
+}
+
+// Rewrap reads the key packet of a sealed item (as SealItem wrote it) from
+// item, decrypts its session key with the old escrow key and returns the
+// item re-wrapped: a new hidden PKESK v3 to the new escrow key, then the
+// item's encrypted data packet, streamed from item byte for byte. The
+// session key is unchanged (docs/formats/escrow.md, "Re-wrap"): this is for
+// a recipient change, never for an ageing cipher.
+func (rot *Rotation) Rewrap(item io.Reader) (io.Reader, error) {
+	if rot.oldKey == nil {
+		return nil, errors.New("bailiff: rewrap: rotation closed")
+	}
+	p, err := readPacket(item)
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: rewrap: reading the key packet: %s", sanitize(err))
+	}
+	ek, ok := p.(*packet.EncryptedKey)
+	if !ok || ek.Version != 3 || ek.Algo != packet.PubKeyAlgoECDH {
+		return nil, errors.New("bailiff: rewrap: item does not start with an ECDH PKESK v3 packet")
+	}
+	decrypted := false
+	for _, s := range rot.oldKey.Subkeys {
+		if s.PrivateKey != nil && s.PrivateKey.PubKeyAlgo == ek.Algo && ek.Decrypt(s.PrivateKey, rot.cfg) == nil {
+			decrypted = true
+			break
+		}
+	}
+	if !decrypted {
+		return nil, fmt.Errorf("bailiff: rewrap: the old escrow key of %s does not open this item's session key", rot.Old.UserID)
+	}
+	defer clear(ek.Key)
+	if ek.CipherFunc != packet.CipherAES256 {
+		return nil, fmt.Errorf("bailiff: rewrap: item cipher %d is not AES-256; re-encrypt instead (algorithm upgrade)", ek.CipherFunc)
+	}
+	var head bytes.Buffer
+	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&head, rot.newEnc, ek.CipherFunc, false, ek.Key, true, rot.cfg); err != nil {
+		return nil, fmt.Errorf("bailiff: rewrap: writing the new key packet: %w", err)
+	}
+	// What follows must be the SEIPD packet (tag 18, new format), copied
+	// as is.
+	var tag [1]byte
+	if _, err := io.ReadFull(item, tag[:]); err != nil {
+		return nil, fmt.Errorf("bailiff: rewrap: no encrypted data after the key packet: %w", err)
+	}
+	if tag[0] != 0xc0|18 {
+		return nil, fmt.Errorf("bailiff: rewrap: packet 0x%02x after the key packet is not a SEIPD packet", tag[0])
+	}
+	head.WriteByte(tag[0])
+	return io.MultiReader(&head, item), nil
+}
+
+// readPacket reads one OpenPGP packet, turning a parser panic into an error.
+func readPacket(r io.Reader) (p packet.Packet, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			p, err = nil, errors.New("malformed OpenPGP packet (parser panicked)")
+		}
+	}()
+	return packet.Read(r)
+}
+
+// ShareMessage returns, for a bailiff who opens shares with their own
+// tools, the share message of escrow esc addressed to them, and its index:
+// they decrypt it (`gpg --decrypt`) and bring the card text back to
+// AddShareCard.
+func ShareMessage(esc *Escrow, fingerprint string) ([]byte, int, bool) {
+	s := esc.shareFor(fingerprint)
+	if s == nil {
+		return nil, 0, false
+	}
+	return s.Message, s.Index, true
+}
