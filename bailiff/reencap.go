@@ -28,6 +28,7 @@ type Quorum struct {
 	order  *ReencapOrder
 	roster *Roster
 	keys   []*openpgp.Entity                          // opened bailiff keys, one per bailiff
+	owned  []bool                                     // keys[i] was opened here (Close wipes it)
 	cards  map[[shamir.SplitIDLen]byte][]shamir.Share // share cards by split id
 	now    func() time.Time
 }
@@ -59,15 +60,38 @@ func (q *Quorum) AddKey(secretKey, passphrase []byte) (*BailiffKey, error) {
 		wipeEntity(key)
 		return nil, fmt.Errorf("bailiff: key %s is not on the roster the escrows are split under", Fingerprint(key))
 	}
+	if !q.addKey(key, true) {
+		wipeEntity(key)
+	}
+	return b, nil
+}
+
+// AddOpenedKey adds a bailiff key the caller opened (OpenBailiffKey) and
+// keeps: the caller wipes it (WipeKey) after Close. The bailiff must be on
+// the quorum's roster.
+func (q *Quorum) AddOpenedKey(key *openpgp.Entity) (*BailiffKey, error) {
+	if key == nil || key.PrivateKey == nil {
+		return nil, errors.New("bailiff: no opened key")
+	}
+	b := q.roster.Bailiff(Fingerprint(key))
+	if b == nil {
+		return nil, fmt.Errorf("bailiff: key %s is not on the roster the escrows are split under", Fingerprint(key))
+	}
+	q.addKey(key, false)
+	return b, nil
+}
+
+// addKey keeps key unless the quorum has one of that bailiff already.
+func (q *Quorum) addKey(key *openpgp.Entity, owned bool) bool {
 	for _, k := range q.keys {
-		if Fingerprint(k) == b.Fingerprint {
-			wipeEntity(key)
-			return b, nil
+		if Fingerprint(k) == Fingerprint(key) {
+			return false
 		}
 	}
 	q.keys = append(q.keys, key)
-	slog.Info("bailiff: key opened for re-encapsulation", "bailiff", b.Fingerprint)
-	return b, nil
+	q.owned = append(q.owned, owned)
+	slog.Info("bailiff: key opened for re-encapsulation", "bailiff", Fingerprint(key))
+	return true
 }
 
 // AddShareCard takes the card text of one share (a bailiff decrypted a
@@ -97,10 +121,12 @@ func (q *Quorum) Order() *ReencapOrder { return q.order }
 
 // Close wipes the opened keys and the share cards.
 func (q *Quorum) Close() {
-	for _, k := range q.keys {
-		wipeEntity(k)
+	for i, k := range q.keys {
+		if q.owned[i] {
+			wipeEntity(k)
+		}
 	}
-	q.keys = nil
+	q.keys, q.owned = nil, nil
 	for id, ss := range q.cards {
 		for i := range ss {
 			ss[i].Wipe()

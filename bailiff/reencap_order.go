@@ -347,3 +347,18 @@ func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
 	}
 	return o, nil
 }
+
+// Sign adds the signature of one of the roster's bailiffs whose key is
+// opened on the appliance (a new roster before a roster change: each of
+// its bailiffs signs it, like at genesis).
+func (r *Roster) Sign(bailiffKey *openpgp.Entity, now time.Time) (*BailiffKey, error) {
+	b := r.Bailiff(Fingerprint(bailiffKey))
+	if b == nil {
+		return nil, fmt.Errorf("bailiff: key %s is not on this roster", Fingerprint(bailiffKey))
+	}
+	sig, err := detachSign(bailiffKey, r.Body(), now)
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: signing the roster for %s: %w", b.Name, err)
+	}
+	return r.AddSignature(sig)
+}

@@ -1,0 +1,347 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"coffre/bailiff"
+	"coffre/storage"
+	"coffre/storage/catalog"
+)
+
+// Escrow key rotation (re-encapsulation kind 3, quorum): a recipient
+// change. Each user the order names gets a new escrow key (sealed under a
+// fresh K split to the roster in force); each live item version of the
+// user gets a new PKESK to the new key, with the session key and the
+// encrypted data packet unchanged. A user's new escrow and all their
+// re-wrapped items are appended in one batch, each superseding its old
+// record: at every instant all of a user's live items open with the user's
+// live escrow, so restitution works before, during (between users) and
+// after the job, and a crash leaves each user either untouched or done.
+//
+// Re-wrapping keeps the old session key (docs/formats/policy.md): it does
+// not retire an ageing cipher or public key; that is the algorithm upgrade
+// (kind 4).
+
+// RotationOptions are the inputs of an escrow rotation job.
+type RotationOptions struct {
+	// Users are the users whose escrow key is rotated. Needed to start a
+	// job; on resume they come from the order on the drives.
+	Users  []string
+	Reason string // why (printed in the order); a default is used when empty
+	// Unlock is the quorum of the roster in force.
+	Unlock   QuorumUnlock
+	Max      int // rotate at most this many users in this run; <0: all
+	Progress func(done, total int)
+	Say      func(format string, a ...any)
+}
+
+// Limits of one user's rotation batch (the user's new escrow and every
+// live item version are appended at once, all or nothing).
+const (
+	// maxRotateItems is the most item versions one user may have.
+	maxRotateItems = storage.MaxBatch - 1
+	// maxRotateBuffered bounds the re-wrapped small items held in memory
+	// for one user's batch; larger items stream from the drives.
+	maxRotateBuffered = 256 << 20
+	// maxRotateStreams bounds the large items of one user's batch (each
+	// open stream holds a read buffer).
+	maxRotateStreams = 256
+)
+
+// RotateEscrows runs (or resumes) an escrow rotation.
+func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*ReencapJob, error) {
+	say := o.Say
+	if say == nil {
+		say = func(string, ...any) {}
+	}
+	defer o.Unlock.wipe()
+	keys, err := openKeys(o.Unlock.Bailiffs)
+	if err != nil {
+		return nil, err
+	}
+	defer wipeKeys(keys)
+	if rc, rec, err := a.inFlight(bailiff.ReencapRosterChange); err != nil {
+		return nil, err
+	} else if rc != nil {
+		return nil, fmt.Errorf("appliance: a roster change (record %d) is in flight; finish it first (coffre reencap run --kind roster)", rec)
+	}
+	r, err := a.Roster()
+	if err != nil {
+		return nil, err
+	}
+	order, orderRec, err := a.inFlight(bailiff.ReencapEscrowRotation)
+	if err != nil {
+		return nil, err
+	}
+	if order != nil {
+		if len(o.Users) > 0 {
+			want := slices.Clone(o.Users)
+			slices.Sort(want)
+			if !slices.Equal(slices.Compact(want), order.Users) {
+				return nil, fmt.Errorf("appliance: an escrow rotation of %s (record %d) is in flight; finish it (run without --user) before another", strings.Join(order.Users, ", "), orderRec)
+			}
+		}
+		if order.RosterDigest != r.Digest() {
+			return nil, fmt.Errorf("appliance: the escrow rotation approved in record %d is bound to another roster than the one in force", orderRec)
+		}
+		say("resuming the escrow rotation approved in record %d", orderRec)
+	} else {
+		if order, orderRec, err = a.approveRotation(ctx, r, o, keys, say); err != nil {
+			return nil, err
+		}
+	}
+	q, err := openQuorum(r, order, keys, o.Unlock.ShareCards, say)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	return a.rotateAll(ctx, q, r, order, orderRec, o.Max, o.Progress)
+}
+
+func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o RotationOptions, keys []openedKey, say func(string, ...any)) (*bailiff.ReencapOrder, uint64, error) {
+	var order *bailiff.ReencapOrder
+	var err error
+	if len(o.Unlock.Order) > 0 {
+		if order, err = bailiff.ParseReencapOrder(o.Unlock.Order); err != nil {
+			return nil, 0, err
+		}
+		if order.Kind != bailiff.ReencapEscrowRotation {
+			return nil, 0, fmt.Errorf("appliance: the order given is a %s, not an escrow rotation", order.Kind)
+		}
+	} else {
+		if len(o.Users) == 0 {
+			return nil, 0, errors.New("appliance: no escrow rotation in flight: name the users whose escrow key is rotated (--user)")
+		}
+		reason := o.Reason
+		if reason == "" {
+			reason = "recipient change"
+		}
+		if order, err = bailiff.NewRotationOrder(r, o.Users, reason, time.Now()); err != nil {
+			return nil, 0, err
+		}
+	}
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, u := range order.Users {
+		if strings.HasPrefix(u, bailiff.ReservedPrefix) {
+			return nil, 0, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
+		}
+		if _, ok := live[u]; !ok {
+			return nil, 0, fmt.Errorf("appliance: user %s has nothing in this vault", u)
+		}
+	}
+	if err := signOrder(order, r, o.Unlock.OrderSigs, keys, say); err != nil {
+		return nil, 0, err
+	}
+	if err := order.Verify(r); err != nil {
+		return nil, 0, err
+	}
+	idx, err := a.commitBatch(ctx, []pending{stepRecord(order, "approve", order.Marshal())})
+	if err != nil {
+		return nil, 0, fmt.Errorf("appliance: recording the escrow rotation: %w", err)
+	}
+	say("escrow rotation of %d user(s) approved (order record %d)", len(order.Users), idx[0])
+	return order, idx[0], nil
+}
+
+// rotateAll rotates each user of the order not yet done, one batch per
+// user.
+func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order *bailiff.ReencapOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, err
+	}
+	job := a.newJob(rotationJobID, order, orderRec)
+	type todo struct {
+		user  string
+		esc   catalog.Entry
+		items []catalog.Entry
+	}
+	var work []todo
+	for _, u := range order.Users {
+		e, ok := live[u]
+		if !ok {
+			return nil, fmt.Errorf("appliance: user %s of the rotation has no live escrow", u)
+		}
+		items, err := a.liveItems(u)
+		if err != nil {
+			return nil, err
+		}
+		job.Total += len(items)
+		if e.Meta.Attrs[attrReencap] == order.ID() {
+			job.Done += len(items) // rotated by an earlier run of this job
+			continue
+		}
+		if len(items) > maxRotateItems {
+			return nil, fmt.Errorf("appliance: user %s has %d live item versions, more than one batch holds (%d); nothing was changed", u, len(items), maxRotateItems)
+		}
+		work = append(work, todo{u, e, items})
+	}
+	a.putReencapJob(rotationJobID, job)
+	if max >= 0 && len(work) > max {
+		work = work[:max]
+	}
+	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
+	for _, t := range work {
+		if err := ctx.Err(); err != nil {
+			return job, err
+		}
+		n, nb, err := a.rotateUser(ctx, q, r, order, t.user, t.esc, t.items)
+		if err != nil {
+			return job, err
+		}
+		job.Done += n
+		job.Bytes += nb
+		a.putReencapJob(rotationJobID, job)
+		if progress != nil {
+			progress(job.Done, job.Total)
+		}
+	}
+	if job.Done < job.Total {
+		return job, nil // bounded run (--max): resume later
+	}
+	if err := a.closeJob(ctx, order, job, rotationJobID); err != nil {
+		return job, err
+	}
+	a.Log.Info("escrow rotation done", "order", order.ID(), "items", job.Total)
+	return job, nil
+}
+
+// liveItems lists a user's live item versions.
+func (a *Appliance) liveItems(user string) ([]catalog.Entry, error) {
+	es, err := a.cat.Live(user)
+	if err != nil {
+		return nil, err
+	}
+	out := es[:0]
+	for _, e := range es {
+		if e.Meta.Kind == catalog.KindItem {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// rotateUser makes the user's new escrow, re-wraps every live item version
+// (two at a time on the cores) and appends all of it in one batch. It
+// returns the items and bytes re-wrapped.
+func (a *Appliance) rotateUser(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order *bailiff.ReencapOrder, user string, escRec catalog.Entry, items []catalog.Entry) (int, int64, error) {
+	esc, err := a.escrowAt(escRec.Record, user)
+	if err != nil {
+		return 0, 0, err
+	}
+	rot, err := q.Rotate(esc, r)
+	if err != nil {
+		return 0, 0, fmt.Errorf("appliance: escrow rotation of %s: %w", user, err)
+	}
+	defer rot.Close()
+	id := order.ID()
+	ps := make([]pending, 1+len(items))
+	ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Supersedes: escRec.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: id}}, bytes.NewReader(rot.New.Marshal())}
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	var (
+		mu       sync.Mutex
+		buffered int64
+		streams  int
+		total    int64
+		firstErr error
+	)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < reencapWorkers; w++ {
+		wg.Go(func() {
+			for i := range next {
+				p, size, c, err := a.rewrapItem(rot, items[i], id)
+				mu.Lock()
+				if c != nil {
+					closers = append(closers, c)
+					streams++
+				} else if err == nil {
+					buffered += size
+				}
+				total += size
+				if err == nil && (buffered > maxRotateBuffered || streams > maxRotateStreams) {
+					err = fmt.Errorf("appliance: user %s: the re-wrapped items exceed one batch's memory (%d MiB buffered, %d large items streaming); nothing was changed", user, buffered>>20, streams)
+				}
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				ps[1+i] = p
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range items {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return 0, 0, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	if _, err := a.commitBatch(ctx, ps); err != nil {
+		return 0, 0, fmt.Errorf("appliance: escrow rotation of %s: %w", user, err)
+	}
+	a.mu.Lock()
+	a.escrows[user] = rot.New
+	a.mu.Unlock()
+	a.Log.Info("escrow rotated", "user", user, "old", esc.Fingerprint, "new", rot.New.Fingerprint, "items", len(items))
+	return len(items), total, nil
+}
+
+// rewrapItem reads one item record and returns the record that replaces
+// it: the same meta (superseding the old record, naming the order) and the
+// re-wrapped body, in memory for small items, else streaming from the
+// drives (then the returned closer ends the stream after the commit).
+func (a *Appliance) rewrapItem(rot *bailiff.Rotation, e catalog.Entry, order string) (pending, int64, io.Closer, error) {
+	h, mb, body, err := a.vault.Get(e.Record)
+	if err != nil {
+		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
+	}
+	m, err := catalog.ParseMeta(mb)
+	if err != nil {
+		body.Close()
+		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: record %d meta: %w", e.Record, err)
+	}
+	m.Supersedes = e.Record
+	m.Attrs = withAttr(m.Attrs, attrReencap, order)
+	rw, err := rot.Rewrap(body)
+	if err != nil {
+		body.Close()
+		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: record %d (item %s version %d): %w", e.Record, m.ItemID, m.Version, err)
+	}
+	size := int64(h.BodyLen)
+	if size > bufferLimit {
+		return pending{storage.TypeItem, m, rw}, size, body, nil
+	}
+	b, err := io.ReadAll(rw)
+	body.Close()
+	if err != nil {
+		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
+	}
+	return pending{storage.TypeItem, m, bytes.NewReader(b)}, size, nil, nil
+}
