@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -94,21 +96,35 @@ type openedKey struct {
 // slow on purpose); the passphrases are wiped. The caller wipes the keys
 // with wipeKeys.
 func openKeys(bs []BailiffSecret) ([]openedKey, error) {
-	var out []openedKey
-	for _, b := range bs {
-		k, err := bailiff.OpenBailiffKey(b.SecretKey, b.Passphrase)
-		if err != nil {
-			wipeKeys(out)
-			return nil, fmt.Errorf("appliance: %s: %w", b.Label, err)
-		}
-		out = append(out, openedKey{b.Label, k})
+	out := make([]openedKey, len(bs))
+	errs := make([]error, len(bs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, reencapWorkers)
+	for i, b := range bs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			k, err := bailiff.OpenBailiffKey(b.SecretKey, b.Passphrase)
+			if err != nil {
+				errs[i] = fmt.Errorf("appliance: %s: %w", b.Label, err)
+				return
+			}
+			out[i] = openedKey{b.Label, k}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		wipeKeys(out)
+		return nil, err
 	}
 	return out, nil
 }
 
 func wipeKeys(ks []openedKey) {
 	for _, k := range ks {
-		bailiff.WipeKey(k.key)
+		if k.key != nil {
+			bailiff.WipeKey(k.key)
+		}
 	}
 }
 

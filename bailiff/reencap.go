@@ -3,10 +3,12 @@ package bailiff
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -31,6 +33,9 @@ type Quorum struct {
 	owned  []bool                                     // keys[i] was opened here (Close wipes it)
 	cards  map[[shamir.SplitIDLen]byte][]shamir.Share // share cards by split id
 	now    func() time.Time
+
+	mu       sync.Mutex // guards verified (Resplit runs on several goroutines)
+	verified [32]byte   // digest of the new roster already verified
 }
 
 // NewQuorum starts the unlock of a job: the order must carry k valid
@@ -214,12 +219,15 @@ func (esc *Escrow) openSecret(shares []shamir.Share) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key does not open (bundle damaged or not this user's)", esc.UserID)
 	}
-	el, err := openpgp.ReadKeyRing(bytes.NewReader(secret))
-	if err != nil || len(el) != 1 || el[0].PrivateKey == nil || Fingerprint(el[0]) != esc.Fingerprint {
+	// The AEAD binds the sealed bytes to the fingerprint; checking the
+	// primary key packet is enough (no need to verify self-signatures).
+	p, err := readPacket(bytes.NewReader(secret))
+	pk, ok := p.(*packet.PrivateKey)
+	if err != nil || !ok || hex.EncodeToString(pk.Fingerprint) != esc.Fingerprint {
 		clear(secret)
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key is not the secret key the bundle names", esc.UserID)
 	}
-	wipeEntity(el[0])
+	wipePriv(pk)
 	return secret, nil
 }
 
@@ -233,7 +241,7 @@ func (q *Quorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 	if q.order.Kind != ReencapRosterChange || next.Digest() != q.order.NewRoster {
 		return nil, fmt.Errorf("%w: the order does not move the escrows to this roster", ErrWrongEscrow)
 	}
-	if err := next.Verify(); err != nil {
+	if err := q.verifyNext(next); err != nil {
 		return nil, err
 	}
 	shares, err := q.shares(esc)
@@ -255,6 +263,23 @@ func (q *Quorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 		return nil, err
 	}
 	return ne, nil
+}
+
+// verifyNext checks the new roster of a roster change is signed by all its
+// bailiffs, once per quorum (each Resplit would otherwise verify n
+// signatures again).
+func (q *Quorum) verifyNext(next *Roster) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := next.Digest()
+	if q.verified == d {
+		return nil
+	}
+	if err := next.Verify(); err != nil {
+		return err
+	}
+	q.verified = d
+	return nil
 }
 
 // sealAndSplit seals secret (the escrow's secret key) under a fresh K and

@@ -42,7 +42,7 @@ type quorumFlags struct {
 func (q *quorumFlags) register(fs *flag.FlagSet) {
 	fs.Var(&q.bailiffs, "bailiff", "a bailiff present: SECRETKEY.asc:PASSPHRASE_FILE (repeatable); signs the order and opens their shares")
 	fs.Var(&q.cards, "share-card", "a share card a bailiff opened with GnuPG (repeatable; matched to its escrow by split id)")
-	q.cardDir = fs.String("share-cards", "", "a directory of share cards (*.card, *.txt), e.g. `gpg --decrypt` of each file `coffre reencap shares` wrote")
+	q.cardDir = fs.String("share-cards", "", "a directory of share cards (*.card), e.g. `gpg --decrypt` of each message `coffre reencap shares` wrote")
 	fs.Var(&q.qrs, "share-qr", "a share card brought back as a QR code picture (repeatable)")
 	q.order = fs.String("order", "", "an order drafted with `coffre reencap draft-order` (signatures in it or in --order-sig)")
 	fs.Var(&q.orderSigs, "order-sig", "a detached signature over the order's body, `gpg --detach-sign ORDER.body` (repeatable)")
@@ -76,7 +76,7 @@ func (q *quorumFlags) unlock() (appliance.QuorumUnlock, error) {
 			return u, usagef("--share-cards: %v", err)
 		}
 		for _, e := range ents {
-			if e.IsDir() || (filepath.Ext(e.Name()) != ".card" && filepath.Ext(e.Name()) != ".txt") {
+			if e.IsDir() || filepath.Ext(e.Name()) != ".card" {
 				continue
 			}
 			b, err := read(filepath.Join(*q.cardDir, e.Name()))
