@@ -155,19 +155,16 @@ func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o Ro
 }
 
 // rotateAll rotates each user of the order not yet done, one batch per
-// user.
+// user. Users are prepared (new escrow, re-wrapped items) up to
+// reencapWorkers ahead of the commits, with at most reencapWorkers
+// public-key operations at once, and committed in order.
 func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order *bailiff.ReencapOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
 		return nil, err
 	}
 	job := a.newJob(rotationJobID, order, orderRec)
-	type todo struct {
-		user  string
-		esc   catalog.Entry
-		items []catalog.Entry
-	}
-	var work []todo
+	var work []rotationWork
 	for _, u := range order.Users {
 		e, ok := live[u]
 		if !ok {
@@ -185,23 +182,67 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff
 		if len(items) > maxRotateItems {
 			return nil, fmt.Errorf("appliance: user %s has %d live item versions, more than one batch holds (%d); nothing was changed", u, len(items), maxRotateItems)
 		}
-		work = append(work, todo{u, e, items})
+		work = append(work, rotationWork{u, e, items})
 	}
 	a.putReencapJob(rotationJobID, job)
 	if max >= 0 && len(work) > max {
 		work = work[:max]
 	}
 	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
-	for _, t := range work {
-		if err := ctx.Err(); err != nil {
-			return job, err
+
+	wctx, cancel := context.WithCancel(ctx)
+	results := make([]chan *rotationBatch, len(work))
+	for i := range results {
+		results[i] = make(chan *rotationBatch, 1)
+	}
+	cpu := make(chan struct{}, reencapWorkers)   // public-key work at once
+	ahead := make(chan struct{}, reencapWorkers) // users prepared and not yet committed
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range work {
+			select {
+			case ahead <- struct{}{}:
+			case <-wctx.Done():
+				return
+			}
+			wg.Go(func() { results[i] <- a.prepareRotation(wctx, q, r, order.ID(), work[i], cpu) })
 		}
-		n, nb, err := a.rotateUser(ctx, q, r, order, t.user, t.esc, t.items)
+	})
+	defer func() {
+		// No preparation outlives the quorum; drop what was not committed.
+		cancel()
+		wg.Wait()
+		for _, c := range results {
+			select {
+			case b := <-c:
+				b.release()
+			default:
+			}
+		}
+	}()
+	for i, t := range work {
+		var b *rotationBatch
+		select {
+		case b = <-results[i]:
+		case <-ctx.Done():
+			return job, ctx.Err()
+		}
+		if b.err != nil {
+			b.release()
+			return job, b.err
+		}
+		_, err := a.commitBatch(ctx, b.ps)
+		b.release()
+		<-ahead
 		if err != nil {
-			return job, err
+			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", t.user, err)
 		}
-		job.Done += n
-		job.Bytes += nb
+		a.mu.Lock()
+		a.escrows[t.user] = b.rot.New
+		a.mu.Unlock()
+		a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
+		job.Done += len(t.items)
+		job.Bytes += b.bytes
 		a.putReencapJob(rotationJobID, job)
 		if progress != nil {
 			progress(job.Done, job.Total)
@@ -215,6 +256,33 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff
 	}
 	a.Log.Info("escrow rotation done", "order", order.ID(), "items", job.Total)
 	return job, nil
+}
+
+// rotationWork is one user to rotate.
+type rotationWork struct {
+	user  string
+	esc   catalog.Entry
+	items []catalog.Entry
+}
+
+// rotationBatch is one user's prepared batch: the new escrow and the
+// re-wrapped items, superseding the old records.
+type rotationBatch struct {
+	ps      []pending
+	rot     *bailiff.Rotation
+	closers []io.Closer // streams of large items, ended after the commit
+	bytes   int64
+	err     error
+}
+
+func (b *rotationBatch) release() {
+	for _, c := range b.closers {
+		c.Close()
+	}
+	b.closers = nil
+	if b.rot != nil {
+		b.rot.Close()
+	}
 }
 
 // liveItems lists a user's live item versions.
@@ -232,85 +300,67 @@ func (a *Appliance) liveItems(user string) ([]catalog.Entry, error) {
 	return out, nil
 }
 
-// rotateUser makes the user's new escrow, re-wraps every live item version
-// (two at a time on the cores) and appends all of it in one batch. It
-// returns the items and bytes re-wrapped.
-func (a *Appliance) rotateUser(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order *bailiff.ReencapOrder, user string, escRec catalog.Entry, items []catalog.Entry) (int, int64, error) {
-	esc, err := a.escrowAt(escRec.Record, user)
-	if err != nil {
-		return 0, 0, err
+// prepareRotation makes the user's new escrow and re-wraps every live item
+// version (on the cores cpu allows), for rotateAll to append in one batch.
+func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order string, w rotationWork, cpu chan struct{}) *rotationBatch {
+	b := &rotationBatch{}
+	fail := func(err error) *rotationBatch { b.err = err; return b }
+	cpu <- struct{}{}
+	esc, err := a.escrowAt(w.esc.Record, w.user)
+	if err == nil {
+		b.rot, err = q.Rotate(esc, r)
 	}
-	rot, err := q.Rotate(esc, r)
+	<-cpu
 	if err != nil {
-		return 0, 0, fmt.Errorf("appliance: escrow rotation of %s: %w", user, err)
+		return fail(fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err))
 	}
-	defer rot.Close()
-	id := order.ID()
-	ps := make([]pending, 1+len(items))
-	ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Supersedes: escRec.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: id}}, bytes.NewReader(rot.New.Marshal())}
-	var closers []io.Closer
-	defer func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}()
+	b.ps = make([]pending, 1+len(w.items))
+	b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: order}}, bytes.NewReader(b.rot.New.Marshal())}
 	var (
 		mu       sync.Mutex
 		buffered int64
-		streams  int
-		total    int64
 		firstErr error
+		wg       sync.WaitGroup
 	)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < reencapWorkers; w++ {
-		wg.Go(func() {
-			for i := range next {
-				p, size, c, err := a.rewrapItem(rot, items[i], id)
-				mu.Lock()
-				if c != nil {
-					closers = append(closers, c)
-					streams++
-				} else if err == nil {
-					buffered += size
-				}
-				total += size
-				if err == nil && (buffered > maxRotateBuffered || streams > maxRotateStreams) {
-					err = fmt.Errorf("appliance: user %s: the re-wrapped items exceed one batch's memory (%d MiB buffered, %d large items streaming); nothing was changed", user, buffered>>20, streams)
-				}
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				ps[1+i] = p
-				mu.Unlock()
-			}
-		})
-	}
-	for i := range items {
+	for i, it := range w.items {
+		select {
+		case cpu <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return fail(ctx.Err())
+		}
 		mu.Lock()
 		stop := firstErr != nil
 		mu.Unlock()
-		if stop || ctx.Err() != nil {
+		if stop {
+			<-cpu
 			break
 		}
-		next <- i
+		wg.Go(func() {
+			p, size, c, err := a.rewrapItem(b.rot, it, order)
+			<-cpu
+			mu.Lock()
+			defer mu.Unlock()
+			if c != nil {
+				b.closers = append(b.closers, c)
+			} else if err == nil {
+				buffered += size
+			}
+			b.bytes += size
+			if err == nil && (buffered > maxRotateBuffered || len(b.closers) > maxRotateStreams) {
+				err = fmt.Errorf("appliance: user %s: the re-wrapped items exceed one batch's memory (%d MiB buffered, %d large items streaming); nothing was changed", w.user, buffered>>20, len(b.closers))
+			}
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			b.ps[1+i] = p
+		})
 	}
-	close(next)
 	wg.Wait()
 	if firstErr != nil {
-		return 0, 0, firstErr
+		return fail(firstErr)
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, 0, err
-	}
-	if _, err := a.commitBatch(ctx, ps); err != nil {
-		return 0, 0, fmt.Errorf("appliance: escrow rotation of %s: %w", user, err)
-	}
-	a.mu.Lock()
-	a.escrows[user] = rot.New
-	a.mu.Unlock()
-	a.Log.Info("escrow rotated", "user", user, "old", esc.Fingerprint, "new", rot.New.Fingerprint, "items", len(items))
-	return len(items), total, nil
+	return b
 }
 
 // rewrapItem reads one item record and returns the record that replaces
