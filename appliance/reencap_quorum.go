@@ -261,6 +261,21 @@ func (a *Appliance) closeJob(ctx context.Context, o *bailiff.ReencapOrder, job *
 	return nil
 }
 
+// jobSaver returns a function that saves the job state, at most every
+// jobSaveEvery unless forced: it is progress for `coffre reencap status`
+// (each save is a synced catalog write), the drives say what is done.
+func (a *Appliance) jobSaver(id string, j *ReencapJob) func(force bool) {
+	var last time.Time
+	return func(force bool) {
+		if force || time.Since(last) >= jobSaveEvery {
+			a.putReencapJob(id, j)
+			last = time.Now()
+		}
+	}
+}
+
+const jobSaveEvery = 250 * time.Millisecond
+
 func (a *Appliance) putReencapJob(id string, j *ReencapJob) {
 	b, _ := json.Marshal(j)
 	if err := a.cat.PutJob(id, b); err != nil {

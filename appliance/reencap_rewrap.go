@@ -54,6 +54,9 @@ const (
 	// maxRotateStreams bounds the large items of one user's batch (each
 	// open stream holds a read buffer).
 	maxRotateStreams = 256
+	// rotateAhead is how many users are read and prepared ahead of the
+	// commits, so that the cores work while a batch is being synced.
+	rotateAhead = 4
 )
 
 // RotateEscrows runs (or resumes) an escrow rotation.
@@ -184,30 +187,24 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff
 		}
 		work = append(work, rotationWork{u, e, items})
 	}
-	a.putReencapJob(rotationJobID, job)
+	save := a.jobSaver(rotationJobID, job)
+	save(true)
 	if max >= 0 && len(work) > max {
 		work = work[:max]
 	}
 	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
 
+	// This goroutine reads each user's records (never while it commits, so
+	// reads do not wait for the drives' fsyncs) up to rotateAhead users
+	// ahead; their public-key work runs meanwhile, at most reencapWorkers
+	// operations at once; the batches are committed in order.
 	wctx, cancel := context.WithCancel(ctx)
 	results := make([]chan *rotationBatch, len(work))
 	for i := range results {
 		results[i] = make(chan *rotationBatch, 1)
 	}
-	cpu := make(chan struct{}, reencapWorkers)   // public-key work at once
-	ahead := make(chan struct{}, reencapWorkers) // users prepared and not yet committed
+	cpu := make(chan struct{}, reencapWorkers)
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := range work {
-			select {
-			case ahead <- struct{}{}:
-			case <-wctx.Done():
-				return
-			}
-			wg.Go(func() { results[i] <- a.prepareRotation(wctx, q, r, order.ID(), work[i], cpu) })
-		}
-	})
 	defer func() {
 		// No preparation outlives the quorum; drop what was not committed.
 		cancel()
@@ -220,20 +217,24 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff
 			}
 		}
 	}()
-	for i, t := range work {
-		var b *rotationBatch
-		select {
-		case b = <-results[i]:
-		case <-ctx.Done():
-			return job, ctx.Err()
+	launched := 0
+	launch := func(committed int) {
+		for launched < len(work) && launched < committed+rotateAhead {
+			i := launched
+			b := a.readRotation(order.ID(), work[i])
+			wg.Go(func() { results[i] <- a.prepareRotation(wctx, q, r, work[i], b, cpu) })
+			launched++
 		}
+	}
+	for i, t := range work {
+		launch(i)
+		b := <-results[i]
 		if b.err != nil {
 			b.release()
 			return job, b.err
 		}
 		_, err := a.commitBatch(ctx, b.ps)
 		b.release()
-		<-ahead
 		if err != nil {
 			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", t.user, err)
 		}
@@ -243,11 +244,12 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff
 		a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
 		job.Done += len(t.items)
 		job.Bytes += b.bytes
-		a.putReencapJob(rotationJobID, job)
+		save(false)
 		if progress != nil {
 			progress(job.Done, job.Total)
 		}
 	}
+	save(true)
 	if job.Done < job.Total {
 		return job, nil // bounded run (--max): resume later
 	}
@@ -268,6 +270,9 @@ type rotationWork struct {
 // rotationBatch is one user's prepared batch: the new escrow and the
 // re-wrapped items, superseding the old records.
 type rotationBatch struct {
+	order   string
+	escrow  []byte // the old escrow bundle
+	items   []readItem
 	ps      []pending
 	rot     *bailiff.Rotation
 	closers []io.Closer // streams of large items, ended after the commit
@@ -300,13 +305,72 @@ func (a *Appliance) liveItems(user string) ([]catalog.Entry, error) {
 	return out, nil
 }
 
-// prepareRotation makes the user's new escrow and re-wraps every live item
-// version (on the cores cpu allows), for rotateAll to append in one batch.
-func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order string, w rotationWork, cpu chan struct{}) *rotationBatch {
-	b := &rotationBatch{}
+// readRotation reads one user's escrow bundle and live item records: small
+// items whole, large ones as open streams (ended by release, after the
+// commit). It leaves b.err set on failure.
+func (a *Appliance) readRotation(order string, w rotationWork) *rotationBatch {
+	b := &rotationBatch{order: order, items: make([]readItem, len(w.items))}
+	var err error
+	if b.escrow, err = a.readRecord(w.esc.Record); err != nil {
+		b.err = fmt.Errorf("appliance: escrow rotation: escrow of %s (record %d): %w", w.user, w.esc.Record, err)
+		return b
+	}
+	var buffered int64
+	for i, e := range w.items {
+		h, mb, body, err := a.vault.Get(e.Record)
+		if err != nil {
+			b.err = fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
+			return b
+		}
+		m, err := catalog.ParseMeta(mb)
+		if err != nil {
+			body.Close()
+			b.err = fmt.Errorf("appliance: escrow rotation: record %d meta: %w", e.Record, err)
+			return b
+		}
+		it := readItem{record: e.Record, meta: m, size: int64(h.BodyLen)}
+		if it.size > bufferLimit {
+			it.stream = body
+			b.closers = append(b.closers, body)
+		} else {
+			it.body, err = io.ReadAll(body)
+			body.Close()
+			if err != nil {
+				b.err = fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
+				return b
+			}
+			buffered += it.size
+		}
+		b.items[i] = it
+		if buffered > maxRotateBuffered || len(b.closers) > maxRotateStreams {
+			b.err = fmt.Errorf("appliance: user %s: the items exceed one batch's memory (%d MiB buffered, %d large items streaming); nothing was changed", w.user, buffered>>20, len(b.closers))
+			return b
+		}
+	}
+	return b
+}
+
+// readItem is one item record read for a rotation.
+type readItem struct {
+	record uint64
+	meta   catalog.Meta
+	size   int64
+	body   []byte    // small items
+	stream io.Reader // large items
+}
+
+// prepareRotation makes the user's new escrow and re-wraps every item read
+// (on the cores cpu allows), for rotateAll to append in one batch.
+func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, w rotationWork, b *rotationBatch, cpu chan struct{}) *rotationBatch {
+	if b.err != nil {
+		return b
+	}
 	fail := func(err error) *rotationBatch { b.err = err; return b }
 	cpu <- struct{}{}
-	esc, err := a.escrowAt(w.esc.Record, w.user)
+	esc, err := bailiff.ParseStoredEscrow(b.escrow)
+	if err == nil && esc.UserID != w.user {
+		err = fmt.Errorf("record %d holds the escrow of %q", w.esc.Record, esc.UserID)
+	}
 	if err == nil {
 		b.rot, err = q.Rotate(esc, r)
 	}
@@ -314,46 +378,30 @@ func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.Quorum, r *b
 	if err != nil {
 		return fail(fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err))
 	}
-	b.ps = make([]pending, 1+len(w.items))
-	b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: order}}, bytes.NewReader(b.rot.New.Marshal())}
+	b.ps = make([]pending, 1+len(b.items))
+	b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
 	var (
 		mu       sync.Mutex
-		buffered int64
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	for i, it := range w.items {
+	for i := range b.items {
 		select {
 		case cpu <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
 			return fail(ctx.Err())
 		}
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop {
-			<-cpu
-			break
-		}
 		wg.Go(func() {
-			p, size, c, err := a.rewrapItem(b.rot, it, order)
+			p, err := rewrapItem(b.rot, &b.items[i], b.order)
 			<-cpu
 			mu.Lock()
 			defer mu.Unlock()
-			if c != nil {
-				b.closers = append(b.closers, c)
-			} else if err == nil {
-				buffered += size
-			}
-			b.bytes += size
-			if err == nil && (buffered > maxRotateBuffered || len(b.closers) > maxRotateStreams) {
-				err = fmt.Errorf("appliance: user %s: the re-wrapped items exceed one batch's memory (%d MiB buffered, %d large items streaming); nothing was changed", w.user, buffered>>20, len(b.closers))
-			}
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
 			b.ps[1+i] = p
+			b.bytes += b.items[i].size
 		})
 	}
 	wg.Wait()
@@ -363,35 +411,21 @@ func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.Quorum, r *b
 	return b
 }
 
-// rewrapItem reads one item record and returns the record that replaces
-// it: the same meta (superseding the old record, naming the order) and the
-// re-wrapped body, in memory for small items, else streaming from the
-// drives (then the returned closer ends the stream after the commit).
-func (a *Appliance) rewrapItem(rot *bailiff.Rotation, e catalog.Entry, order string) (pending, int64, io.Closer, error) {
-	h, mb, body, err := a.vault.Get(e.Record)
-	if err != nil {
-		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
-	}
-	m, err := catalog.ParseMeta(mb)
-	if err != nil {
-		body.Close()
-		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: record %d meta: %w", e.Record, err)
-	}
-	m.Supersedes = e.Record
+// rewrapItem returns the record that replaces an item: the same meta
+// (superseding the old record, naming the order) and the re-wrapped body
+// (the new key packet, then the data packet from memory for small items,
+// streaming from the drives during the commit for large ones).
+func rewrapItem(rot *bailiff.Rotation, it *readItem, order string) (pending, error) {
+	m := it.meta
+	m.Supersedes = it.record
 	m.Attrs = withAttr(m.Attrs, attrReencap, order)
-	rw, err := rot.Rewrap(body)
+	src := it.stream
+	if src == nil {
+		src = bytes.NewReader(it.body)
+	}
+	rw, err := rot.Rewrap(src)
 	if err != nil {
-		body.Close()
-		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: record %d (item %s version %d): %w", e.Record, m.ItemID, m.Version, err)
+		return pending{}, fmt.Errorf("appliance: escrow rotation: record %d (item %s version %d): %w", it.record, m.ItemID, m.Version, err)
 	}
-	size := int64(h.BodyLen)
-	if size > bufferLimit {
-		return pending{storage.TypeItem, m, rw}, size, body, nil
-	}
-	b, err := io.ReadAll(rw)
-	body.Close()
-	if err != nil {
-		return pending{}, 0, nil, fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
-	}
-	return pending{storage.TypeItem, m, bytes.NewReader(b)}, size, nil, nil
+	return pending{storage.TypeItem, m, rw}, nil
 }

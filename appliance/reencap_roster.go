@@ -256,9 +256,13 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 		return fail(err)
 	}
 	for u, e := range live {
-		esc, err := a.escrowAt(e.Record, u)
+		b, err := a.readRecord(e.Record)
 		if err != nil {
-			return fail(err)
+			return fail(fmt.Errorf("appliance: escrow of %s (record %d): %w", u, e.Record, err))
+		}
+		esc, err := bailiff.ParseStoredEscrow(b)
+		if err != nil {
+			return fail(fmt.Errorf("appliance: escrow of %s (record %d): %w", u, e.Record, err))
 		}
 		if esc.RosterDigest != old.Digest() {
 			return fail(fmt.Errorf("appliance: the escrow of %s (record %d) is not under the roster in force; finish the earlier roster change first", u, e.Record))
@@ -308,8 +312,10 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 }
 
 // resplitAll re-splits every live escrow still under the old roster, in
-// record order, two at a time on the cores, each committed as its own
-// record (a few per batch) superseding the old bundle.
+// record order: this goroutine reads the bundles (a little ahead, and never
+// while it commits, so reads do not wait for the drives' fsyncs), two
+// workers do the public-key work, and what is ready is committed in order,
+// a few escrows per batch, each superseding its old bundle.
 func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *bailiff.ReencapOrder, orderRec uint64, old, next *bailiff.Roster, max int, progress func(done, total int)) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
@@ -331,7 +337,8 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *ba
 		work = append(work, todo{u, e.Record})
 	}
 	job.Total = job.Done + len(work)
-	a.putReencapJob(rosterJobID, job)
+	save := a.jobSaver(rosterJobID, job)
+	save(true)
 	sort.Slice(work, func(i, j int) bool { return work[i].rec < work[j].rec })
 	if max >= 0 && len(work) > max {
 		work = work[:max]
@@ -345,30 +352,21 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *ba
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
-	// Two workers re-split ahead (the public-key work); this goroutine
-	// commits in order.
-	wctx, cancel := context.WithCancel(ctx)
+	bundles := make([][]byte, len(work))
+	ready := make(chan int, resplitAhead) // indexes whose bundle is read
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }() // no worker outlives the quorum
-	next_ := make(chan int)
-	go func() {
-		defer close(next_)
-		for i := range work {
-			select {
-			case next_ <- i:
-			case <-wctx.Done():
-				return
-			}
-		}
-	}()
-	for w := 0; w < reencapWorkers; w++ {
+	defer func() { close(ready); wg.Wait() }() // no worker outlives the quorum
+	for range reencapWorkers {
 		wg.Go(func() {
-			for i := range next_ {
-				// Parsing the bundle checks the escrow key's
-				// self-signatures: it is public-key work too.
-				esc, err := a.escrowAt(work[i].rec, work[i].user)
-				if err == nil && esc.RosterDigest != old.Digest() {
-					err = fmt.Errorf("the escrow (record %d) is under neither the old nor the new roster", work[i].rec)
+			for i := range ready {
+				if ctx.Err() != nil {
+					results[i] <- result{nil, ctx.Err()}
+					continue
+				}
+				esc, err := bailiff.ParseStoredEscrow(bundles[i])
+				bundles[i] = nil
+				if err == nil && (esc.UserID != work[i].user || esc.RosterDigest != old.Digest()) {
+					err = fmt.Errorf("the escrow (record %d) is not the old roster's escrow of this user", work[i].rec)
 				}
 				var ne *bailiff.Escrow
 				if err == nil {
@@ -378,9 +376,21 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *ba
 			}
 		})
 	}
+	read := 0
+	fill := func(consumed int) error {
+		for read < len(work) && read < consumed+resplitAhead {
+			b, err := a.readRecord(work[read].rec)
+			if err != nil {
+				return fmt.Errorf("appliance: roster change: escrow of %s (record %d): %w", work[read].user, work[read].rec, err)
+			}
+			bundles[read] = b
+			ready <- read
+			read++
+		}
+		return nil
+	}
 	var batch []pending
 	var users []string
-	var escs []*bailiff.Escrow
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -389,20 +399,20 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *ba
 			return fmt.Errorf("appliance: roster change: %w", err)
 		}
 		a.mu.Lock()
-		for i, u := range users {
-			a.escrows[u] = escs[i]
+		for _, u := range users {
+			delete(a.escrows, u) // reloaded (and its key checked) when next needed
 		}
 		a.mu.Unlock()
 		job.Done += len(batch)
-		a.putReencapJob(rosterJobID, job)
+		save(false)
 		if progress != nil {
 			progress(job.Done, job.Total)
 		}
-		batch, users, escs = batch[:0], users[:0], escs[:0]
+		batch, users = batch[:0], users[:0]
 		return nil
 	}
 	for i, t := range work {
-		if err := ctx.Err(); err != nil {
+		if err := fill(i); err != nil {
 			return job, err
 		}
 		r := <-results[i]
@@ -412,7 +422,7 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *ba
 		body := r.esc.Marshal()
 		job.Bytes += int64(len(body))
 		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: t.user, Supersedes: t.rec, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(body)})
-		users, escs = append(users, t.user), append(escs, r.esc)
+		users = append(users, t.user)
 		// Commit what is ready: a batch costs one fsync per drive.
 		if len(batch) >= maxResplitBatch || i+1 == len(work) || len(results[i+1]) == 0 {
 			if err := flush(); err != nil {
@@ -420,6 +430,7 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *ba
 			}
 		}
 	}
+	save(true)
 	if job.Done < job.Total {
 		return job, nil // bounded run (--max): resume later
 	}
@@ -436,4 +447,6 @@ const (
 	reencapWorkers = 2
 	// maxResplitBatch bounds the escrows committed in one batch.
 	maxResplitBatch = 64
+	// resplitAhead bounds the bundles read ahead of the commits.
+	resplitAhead = 2 * maxResplitBatch
 )

@@ -455,3 +455,31 @@ func ShareMessage(esc *Escrow, fingerprint string) ([]byte, int, bool) {
 	}
 	return s.Message, s.Index, true
 }
+
+// ParseStoredEscrow parses a bundle read back from the drives, whose record
+// layer authenticates it, for a re-encapsulation job: the same strict parse
+// as ParseEscrow, except that the escrow key's self-signatures are not
+// verified again (they were when the bundle was made, and a job reads
+// thousands of bundles): its primary key packet must be a v4 ECDSA P-521
+// key with the bundle's fingerprint. PublicKey() is nil: to seal items to
+// the key, parse with ParseEscrow.
+func ParseStoredEscrow(b []byte) (*Escrow, error) { return parseEscrow(b, time.Time{}, false) }
+
+// checkStoredKey checks the first packet of a stored escrow public key.
+func checkStoredKey(public []byte, fingerprint string) error {
+	p, err := readPacket(bytes.NewReader(public))
+	if err != nil {
+		return fmt.Errorf("not an OpenPGP public key: %s", sanitize(err))
+	}
+	pk, ok := p.(*packet.PublicKey)
+	if !ok || pk.IsSubkey || pk.Version != 4 || pk.PubKeyAlgo != packet.PubKeyAlgoECDSA {
+		return errors.New("the escrow key is not a v4 ECDSA primary key")
+	}
+	if c, err := pk.Curve(); err != nil || c != packet.CurveNistP521 {
+		return errors.New("the escrow key's curve is not NIST P-521")
+	}
+	if hex.EncodeToString(pk.Fingerprint) != fingerprint {
+		return fmt.Errorf("public key fingerprint %x differs from key %s", pk.Fingerprint, fingerprint)
+	}
+	return nil
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -286,5 +288,32 @@ func TestReencapOrderRules(t *testing.T) {
 	o.Users = append(o.Users, "c") // changed after signing
 	if err := o.Verify(v.roster); err == nil {
 		t.Fatal("order changed after signing verifies")
+	}
+}
+
+func TestParseStoredEscrow(t *testing.T) {
+	v := getVault(t)
+	esc, _ := NewEscrow("user-stored", v.roster)
+	b := esc.Marshal()
+	st, err := ParseStoredEscrow(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(st.Marshal(), b) || st.PublicKey() != nil {
+		t.Fatal("stored parse differs or carries a key")
+	}
+	other, _ := NewEscrow("user-other-stored", v.roster)
+	bad := strings.Replace(string(b), "key "+esc.Fingerprint, "key "+other.Fingerprint, 1)
+	if _, err := ParseStoredEscrow([]byte(bad)); err == nil {
+		t.Fatal("fingerprint mismatch accepted")
+	}
+	// The full parse and the stored parse accept the same vectors.
+	for _, v := range loadVectors(t, "escrow") {
+		b, _ := os.ReadFile(filepath.Join(testdataRoot, "escrow", v.File))
+		_, e1 := ParseEscrow(b, vectorTime)
+		_, e2 := ParseStoredEscrow(b)
+		if (e1 == nil) != (e2 == nil) {
+			t.Fatalf("%s: ParseEscrow %v, ParseStoredEscrow %v", v.Name, e1, e2)
+		}
 	}
 }
