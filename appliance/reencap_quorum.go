@@ -19,7 +19,7 @@ import (
 	"coffre/storage/catalog"
 )
 
-// Quorum re-encapsulation (kinds 2 and 3, docs/reencap.md). Both kinds run
+// Quorum re-encapsulation (kinds 2 and 3, docs/formats/quorum-order.md). Both kinds run
 // the same way:
 //
 //  1. approve: an order signed by k bailiffs of the roster in force is
@@ -130,7 +130,7 @@ func wipeKeys(ks []openedKey) {
 
 // signOrder completes the order: detached signatures given, then the
 // signatures of the bailiffs present who are on r.
-func signOrder(o *bailiff.ReencapOrder, r *bailiff.Roster, sigs [][]byte, keys []openedKey, say func(string, ...any)) error {
+func signOrder(o *bailiff.QuorumOrder, r *bailiff.Roster, sigs [][]byte, keys []openedKey, say func(string, ...any)) error {
 	for i, s := range sigs {
 		b, err := o.AddSignature(r, s)
 		if err != nil {
@@ -154,8 +154,8 @@ func signOrder(o *bailiff.ReencapOrder, r *bailiff.Roster, sigs [][]byte, keys [
 // openQuorum opens the unlock of a job on roster r (the one the escrows to
 // open are split under): the opened keys that are on r (the caller keeps
 // and wipes them after the quorum's Close), and the share cards.
-func openQuorum(r *bailiff.Roster, o *bailiff.ReencapOrder, keys []openedKey, cards [][]byte, say func(string, ...any)) (*bailiff.Quorum, error) {
-	q, err := bailiff.NewQuorum(r, o)
+func openQuorum(r *bailiff.Roster, o *bailiff.QuorumOrder, keys []openedKey, cards [][]byte, say func(string, ...any)) (*bailiff.EscrowQuorum, error) {
+	q, err := bailiff.NewEscrowQuorum(r, o)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func (a *Appliance) reencapSteps(kind string) ([]reencapStep, error) {
 
 // inFlight returns the order of the job of this kind that was approved and
 // not closed, or nil.
-func (a *Appliance) inFlight(kind string) (*bailiff.ReencapOrder, uint64, error) {
+func (a *Appliance) inFlight(kind string) (*bailiff.QuorumOrder, uint64, error) {
 	steps, err := a.reencapSteps(kind)
 	if err != nil {
 		return nil, 0, err
@@ -235,7 +235,7 @@ func (a *Appliance) inFlight(kind string) (*bailiff.ReencapOrder, uint64, error)
 	if err != nil {
 		return nil, 0, fmt.Errorf("appliance: reading the %s order (record %d): %w", kind, last.record, err)
 	}
-	o, err := bailiff.ParseReencapOrder(b)
+	o, err := bailiff.ParseQuorumOrder(b)
 	if err != nil {
 		return nil, 0, fmt.Errorf("appliance: %s order (record %d): %w", kind, last.record, err)
 	}
@@ -246,12 +246,12 @@ func (a *Appliance) inFlight(kind string) (*bailiff.ReencapOrder, uint64, error)
 }
 
 // stepRecord is a pending reencap record.
-func stepRecord(o *bailiff.ReencapOrder, step string, body []byte) pending {
+func stepRecord(o *bailiff.QuorumOrder, step string, body []byte) pending {
 	return pending{storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap, Attrs: map[string]string{attrReencap: o.ID(), attrReencapKind: o.Kind, attrStep: step}}, bytes.NewReader(body)}
 }
 
 // closeJob appends the "done" record of a job.
-func (a *Appliance) closeJob(ctx context.Context, o *bailiff.ReencapOrder, job *ReencapJob, id string) error {
+func (a *Appliance) closeJob(ctx context.Context, o *bailiff.QuorumOrder, job *ReencapJob, id string) error {
 	summary := fmt.Sprintf("coffre-reencap-done v1\norder %s\nkind %s\nobjects %d\n", o.ID(), o.Kind, job.Total)
 	if _, err := a.commitBatch(ctx, []pending{stepRecord(o, "done", []byte(summary))}); err != nil {
 		return fmt.Errorf("appliance: closing the %s job: %w", o.Kind, err)
@@ -285,7 +285,7 @@ func (a *Appliance) putReencapJob(id string, j *ReencapJob) {
 
 // newJob makes the job state of an order, carrying over the start time of
 // the same job's earlier runs.
-func (a *Appliance) newJob(id string, o *bailiff.ReencapOrder, record uint64) *ReencapJob {
+func (a *Appliance) newJob(id string, o *bailiff.QuorumOrder, record uint64) *ReencapJob {
 	j := &ReencapJob{Kind: o.Kind, Order: o.ID(), Record: record, Status: "running", Started: time.Now().UTC().Format(time.RFC3339)}
 	if old, ok, _ := a.cat.Job(id); ok {
 		var prev ReencapJob

@@ -109,11 +109,11 @@ func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*Reen
 	return a.rotateAll(ctx, q, r, order, orderRec, o.Max, o.Progress)
 }
 
-func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o RotationOptions, keys []openedKey, say func(string, ...any)) (*bailiff.ReencapOrder, uint64, error) {
-	var order *bailiff.ReencapOrder
+func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o RotationOptions, keys []openedKey, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, error) {
+	var order *bailiff.QuorumOrder
 	var err error
 	if len(o.Unlock.Order) > 0 {
-		if order, err = bailiff.ParseReencapOrder(o.Unlock.Order); err != nil {
+		if order, err = bailiff.ParseQuorumOrder(o.Unlock.Order); err != nil {
 			return nil, 0, err
 		}
 		if order.Kind != bailiff.ReencapEscrowRotation {
@@ -161,7 +161,7 @@ func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o Ro
 // user. Users are prepared (new escrow, re-wrapped items) up to
 // reencapWorkers ahead of the commits, with at most reencapWorkers
 // public-key operations at once, and committed in order.
-func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order *bailiff.ReencapOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
+func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, order *bailiff.QuorumOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
 		return nil, err
@@ -361,7 +361,7 @@ type readItem struct {
 
 // prepareRotation makes the user's new escrow and re-wraps every item read
 // (on the cores cpu allows), for rotateAll to append in one batch.
-func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, w rotationWork, b *rotationBatch, cpu chan struct{}) *rotationBatch {
+func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, w rotationWork, b *rotationBatch, cpu chan struct{}) *rotationBatch {
 	if b.err != nil {
 		return b
 	}

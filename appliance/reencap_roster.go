@@ -200,8 +200,8 @@ func (a *Appliance) RosterChange(ctx context.Context, o RosterChangeOptions) (jo
 
 // approveRosterChange checks the new roster and the order and appends them
 // (order, new roster, new verify-shares escrow) in one batch.
-func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptions, keys []openedKey, say func(string, ...any)) (*bailiff.ReencapOrder, uint64, *bailiff.Roster, error) {
-	fail := func(err error) (*bailiff.ReencapOrder, uint64, *bailiff.Roster, error) { return nil, 0, nil, err }
+func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptions, keys []openedKey, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, *bailiff.Roster, error) {
+	fail := func(err error) (*bailiff.QuorumOrder, uint64, *bailiff.Roster, error) { return nil, 0, nil, err }
 	if rot, rec, err := a.inFlight(bailiff.ReencapEscrowRotation); err != nil {
 		return fail(err)
 	} else if rot != nil {
@@ -268,9 +268,9 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 			return fail(fmt.Errorf("appliance: the escrow of %s (record %d) is not under the roster in force; finish the earlier roster change first", u, e.Record))
 		}
 	}
-	var order *bailiff.ReencapOrder
+	var order *bailiff.QuorumOrder
 	if len(o.Unlock.Order) > 0 {
-		if order, err = bailiff.ParseReencapOrder(o.Unlock.Order); err != nil {
+		if order, err = bailiff.ParseQuorumOrder(o.Unlock.Order); err != nil {
 			return fail(err)
 		}
 	} else {
@@ -316,7 +316,7 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 // while it commits, so reads do not wait for the drives' fsyncs), two
 // workers do the public-key work, and what is ready is committed in order,
 // a few escrows per batch, each superseding its old bundle.
-func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.Quorum, order *bailiff.ReencapOrder, orderRec uint64, old, next *bailiff.Roster, max int, progress func(done, total int)) (*ReencapJob, error) {
+func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, order *bailiff.QuorumOrder, orderRec uint64, old, next *bailiff.Roster, max int, progress func(done, total int)) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
 		return nil, err

@@ -290,7 +290,7 @@ func reencapDraftOrder(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	var o *bailiff.ReencapOrder
+	var o *bailiff.QuorumOrder
 	if *kind == "roster" {
 		b, err := os.ReadFile(*newRoster)
 		if err != nil {

@@ -14,7 +14,7 @@ import (
 )
 
 // Re-encapsulation kinds that need the quorum and this order
-// (docs/formats/reencap.md). They match policy.RosterChange and
+// (docs/formats/quorum-order.md). They match policy.RosterChange and
 // policy.EscrowRotation.
 const (
 	// ReencapRosterChange: every escrow's K is rebuilt by the old roster's
@@ -27,21 +27,21 @@ const (
 	ReencapEscrowRotation = "escrow-rotation"
 )
 
-// Limits of a re-encapsulation order.
+// Limits of a quorum order.
 const (
-	// MaxReencapUsers bounds the users one escrow-rotation order names.
-	MaxReencapUsers = 1024
-	// MaxReencapOrderLen bounds a signed order file.
-	MaxReencapOrderLen = 256 << 10
+	// MaxQuorumOrderUsers bounds the users one escrow-rotation order names.
+	MaxQuorumOrderUsers = 1024
+	// MaxQuorumOrderLen bounds a signed order file.
+	MaxQuorumOrderLen = 256 << 10
 )
 
-// ReencapOrder is the bailiffs' approval of a re-encapsulation job that
-// needs the quorum (docs/formats/reencap.md): which kind, under which
+// QuorumOrder is the bailiffs' approval of a re-encapsulation job that
+// needs the quorum (docs/formats/quorum-order.md): which kind, under which
 // roster, to which new roster or for which users, signed by at least k
 // bailiffs of the roster in force. For a roster change that is the old
 // roster: its quorum approves the new one by signing this order, which
 // binds the new roster's digest.
-type ReencapOrder struct {
+type QuorumOrder struct {
 	VaultID      [32]byte
 	RosterDigest [32]byte // the roster in force when the job starts
 	Kind         string   // ReencapRosterChange or ReencapEscrowRotation
@@ -55,64 +55,64 @@ type ReencapOrder struct {
 // NewRosterChangeOrder drafts the order that moves the vault from roster
 // old to roster next. next must be fully signed before the job runs; the
 // bailiffs of old sign this order.
-func NewRosterChangeOrder(old, next *Roster, reason string, created time.Time) (*ReencapOrder, error) {
+func NewRosterChangeOrder(old, next *Roster, reason string, created time.Time) (*QuorumOrder, error) {
 	if next.VaultID != old.VaultID {
 		return nil, fmt.Errorf("%w: the new roster is for another vault", ErrWrongEscrow)
 	}
 	if next.Digest() == old.Digest() {
-		return nil, errors.New("bailiff: reencap order: the new roster is the roster in force")
+		return nil, errors.New("bailiff: quorum order: the new roster is the roster in force")
 	}
-	o := &ReencapOrder{VaultID: old.VaultID, RosterDigest: old.Digest(), Kind: ReencapRosterChange, Created: created.UTC().Truncate(time.Second),
+	o := &QuorumOrder{VaultID: old.VaultID, RosterDigest: old.Digest(), Kind: ReencapRosterChange, Created: created.UTC().Truncate(time.Second),
 		Reason: reason, NewRoster: next.Digest(), Signatures: map[string][]byte{}}
 	return o, o.check()
 }
 
 // NewRotationOrder drafts the order that gives each of users a new escrow
 // key under roster r (a recipient change).
-func NewRotationOrder(r *Roster, users []string, reason string, created time.Time) (*ReencapOrder, error) {
+func NewRotationOrder(r *Roster, users []string, reason string, created time.Time) (*QuorumOrder, error) {
 	us := slices.Clone(users)
 	slices.Sort(us)
 	us = slices.Compact(us)
-	o := &ReencapOrder{VaultID: r.VaultID, RosterDigest: r.Digest(), Kind: ReencapEscrowRotation, Created: created.UTC().Truncate(time.Second),
+	o := &QuorumOrder{VaultID: r.VaultID, RosterDigest: r.Digest(), Kind: ReencapEscrowRotation, Created: created.UTC().Truncate(time.Second),
 		Reason: reason, Users: us, Signatures: map[string][]byte{}}
 	return o, o.check()
 }
 
-// check enforces the rules ParseReencapOrder enforces.
-func (o *ReencapOrder) check() error {
+// check enforces the rules ParseQuorumOrder enforces.
+func (o *QuorumOrder) check() error {
 	if err := canon.CheckText(o.Reason, MaxReferenceLen); err != nil {
-		return fmt.Errorf("bailiff: reencap order: reason: %v", err)
+		return fmt.Errorf("bailiff: quorum order: reason: %v", err)
 	}
 	switch o.Kind {
 	case ReencapRosterChange:
 		if o.NewRoster == ([32]byte{}) || len(o.Users) != 0 {
-			return errors.New("bailiff: reencap order: a roster change names a new roster and no users")
+			return errors.New("bailiff: quorum order: a roster change names a new roster and no users")
 		}
 	case ReencapEscrowRotation:
 		if o.NewRoster != ([32]byte{}) {
-			return errors.New("bailiff: reencap order: an escrow rotation names no new roster")
+			return errors.New("bailiff: quorum order: an escrow rotation names no new roster")
 		}
-		if len(o.Users) == 0 || len(o.Users) > MaxReencapUsers {
-			return fmt.Errorf("bailiff: reencap order: an escrow rotation names 1..%d users, not %d", MaxReencapUsers, len(o.Users))
+		if len(o.Users) == 0 || len(o.Users) > MaxQuorumOrderUsers {
+			return fmt.Errorf("bailiff: quorum order: an escrow rotation names 1..%d users, not %d", MaxQuorumOrderUsers, len(o.Users))
 		}
 		for i, u := range o.Users {
 			if err := canon.CheckID(u, MaxIDLen); err != nil {
-				return fmt.Errorf("bailiff: reencap order: user %q: %v", u, err)
+				return fmt.Errorf("bailiff: quorum order: user %q: %v", u, err)
 			}
 			if i > 0 && u <= o.Users[i-1] {
-				return fmt.Errorf("bailiff: reencap order: user %s out of order or repeated", u)
+				return fmt.Errorf("bailiff: quorum order: user %s out of order or repeated", u)
 			}
 		}
 	default:
-		return fmt.Errorf("bailiff: reencap order: kind %q is not %s or %s", o.Kind, ReencapRosterChange, ReencapEscrowRotation)
+		return fmt.Errorf("bailiff: quorum order: kind %q is not %s or %s", o.Kind, ReencapRosterChange, ReencapEscrowRotation)
 	}
 	return nil
 }
 
 // Body returns the canonical bytes the bailiffs sign.
-func (o *ReencapOrder) Body() []byte {
+func (o *QuorumOrder) Body() []byte {
 	var w canon.Writer
-	w.Line("coffre-reencap-order", "v1")
+	w.Line("coffre-quorum-order", "v1")
 	w.Line("vault", hex.EncodeToString(o.VaultID[:]))
 	w.Line("roster", hex.EncodeToString(o.RosterDigest[:]))
 	w.Line("kind", o.Kind)
@@ -131,13 +131,13 @@ func (o *ReencapOrder) Body() []byte {
 }
 
 // Digest is SHA-256 of Body(): the job's identity.
-func (o *ReencapOrder) Digest() [32]byte { return sha256.Sum256(o.Body()) }
+func (o *QuorumOrder) Digest() [32]byte { return sha256.Sum256(o.Body()) }
 
 // ID is the lowercase hex of Digest.
-func (o *ReencapOrder) ID() string { d := o.Digest(); return hex.EncodeToString(d[:]) }
+func (o *QuorumOrder) ID() string { d := o.Digest(); return hex.EncodeToString(d[:]) }
 
 // Marshal returns the signed order file: Body() and the signatures.
-func (o *ReencapOrder) Marshal() []byte {
+func (o *QuorumOrder) Marshal() []byte {
 	var w canon.Writer
 	fprs := make([]string, 0, len(o.Signatures))
 	for f := range o.Signatures {
@@ -152,7 +152,7 @@ func (o *ReencapOrder) Marshal() []byte {
 }
 
 // Covers reports whether the order lets the quorum open the escrow of user.
-func (o *ReencapOrder) Covers(user string) bool {
+func (o *QuorumOrder) Covers(user string) bool {
 	if o.Kind == ReencapRosterChange {
 		return true
 	}
@@ -162,10 +162,10 @@ func (o *ReencapOrder) Covers(user string) bool {
 
 // Sign adds the signature of a bailiff of r whose key is opened on the
 // appliance.
-func (o *ReencapOrder) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time) error {
+func (o *QuorumOrder) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time) error {
 	sig, err := detachSign(bailiffKey, o.Body(), now)
 	if err != nil {
-		return fmt.Errorf("bailiff: reencap order: signing: %w", err)
+		return fmt.Errorf("bailiff: quorum order: signing: %w", err)
 	}
 	_, err = o.AddSignature(r, sig)
 	return err
@@ -173,10 +173,10 @@ func (o *ReencapOrder) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time
 
 // AddSignature verifies a detached signature (binary or armored, e.g.
 // `gpg --detach-sign` over Body()) against the bailiffs of r and records it.
-func (o *ReencapOrder) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) {
+func (o *QuorumOrder) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) {
 	sig, err := normalizeSignature(sig)
 	if err != nil {
-		return nil, fmt.Errorf("bailiff: reencap order signature: %w", err)
+		return nil, fmt.Errorf("bailiff: quorum order signature: %w", err)
 	}
 	body := o.Body()
 	for _, b := range r.Bailiffs {
@@ -185,13 +185,13 @@ func (o *ReencapOrder) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) 
 			return b, nil
 		}
 	}
-	return nil, errors.New("bailiff: reencap order signature does not verify against any bailiff of the roster in force")
+	return nil, errors.New("bailiff: quorum order signature does not verify against any bailiff of the roster in force")
 }
 
 // Verify checks the order is for r's vault and roster and carries valid
 // signatures by at least k distinct bailiffs of r. A signature by a key not
 // on r is an error.
-func (o *ReencapOrder) Verify(r *Roster) error {
+func (o *QuorumOrder) Verify(r *Roster) error {
 	if err := o.check(); err != nil {
 		return err
 	}
@@ -206,15 +206,15 @@ func (o *ReencapOrder) Verify(r *Roster) error {
 	for f, sig := range o.Signatures {
 		b := r.Bailiff(f)
 		if b == nil {
-			return fmt.Errorf("bailiff: reencap order: signature by %s who is not on the roster", f)
+			return fmt.Errorf("bailiff: quorum order: signature by %s who is not on the roster", f)
 		}
 		if err := verifyDetached(b.entity, body, sig); err != nil {
-			return fmt.Errorf("bailiff: reencap order: signature of %s (%s) is invalid: %s", b.Name, f, sanitize(err))
+			return fmt.Errorf("bailiff: quorum order: signature of %s (%s) is invalid: %s", b.Name, f, sanitize(err))
 		}
 		valid++
 	}
 	if valid < r.Threshold {
-		return fmt.Errorf("bailiff: reencap order (%s) has %d valid bailiff signatures, needs %d; have more bailiffs of the roster in force sign it", o.Kind, valid, r.Threshold)
+		return fmt.Errorf("bailiff: quorum order (%s) has %d valid bailiff signatures, needs %d; have more bailiffs of the roster in force sign it", o.Kind, valid, r.Threshold)
 	}
 	return nil
 }
@@ -222,9 +222,9 @@ func (o *ReencapOrder) Verify(r *Roster) error {
 // VerifyChange checks a roster change: the order is signed by the quorum
 // of old (Verify), next is signed by every one of its bailiffs, belongs to
 // the same vault and is the roster the order names.
-func (o *ReencapOrder) VerifyChange(old, next *Roster) error {
+func (o *QuorumOrder) VerifyChange(old, next *Roster) error {
 	if o.Kind != ReencapRosterChange {
-		return fmt.Errorf("bailiff: reencap order is a %s, not a %s", o.Kind, ReencapRosterChange)
+		return fmt.Errorf("bailiff: quorum order is a %s, not a %s", o.Kind, ReencapRosterChange)
 	}
 	if err := o.Verify(old); err != nil {
 		return err
@@ -241,21 +241,21 @@ func (o *ReencapOrder) VerifyChange(old, next *Roster) error {
 	return nil
 }
 
-// ParseReencapOrder parses a signed order strictly (canonical lines,
+// ParseQuorumOrder parses a signed order strictly (canonical lines,
 // limits). Signatures are checked by Verify.
-func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
-	rd, err := canon.NewReader("bailiff: reencap order", b, MaxReencapOrderLen)
+func ParseQuorumOrder(b []byte) (*QuorumOrder, error) {
+	rd, err := canon.NewReader("bailiff: quorum order", b, MaxQuorumOrderLen)
 	if err != nil {
 		return nil, err
 	}
-	wrap := func(field string, err error) error { return fmt.Errorf("bailiff: reencap order: %s: %w", field, err) }
-	o := &ReencapOrder{Signatures: map[string][]byte{}}
-	v, err := rd.Field("coffre-reencap-order")
+	wrap := func(field string, err error) error { return fmt.Errorf("bailiff: quorum order: %s: %w", field, err) }
+	o := &QuorumOrder{Signatures: map[string][]byte{}}
+	v, err := rd.Field("coffre-quorum-order")
 	if err != nil {
 		return nil, err
 	}
 	if v != "v1" {
-		return nil, fmt.Errorf("bailiff: reencap order version %q is not supported (want v1)", v)
+		return nil, fmt.Errorf("bailiff: quorum order version %q is not supported (want v1)", v)
 	}
 	hexField := func(name string, dst []byte) error {
 		v, err := rd.Field(name)
@@ -302,7 +302,7 @@ func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
 	if v, err = rd.Field("users"); err != nil {
 		return nil, err
 	}
-	n, err := canon.Uint(v, 0, MaxReencapUsers)
+	n, err := canon.Uint(v, 0, MaxQuorumOrderUsers)
 	if err != nil {
 		return nil, wrap("users", err)
 	}
@@ -333,7 +333,7 @@ func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
 			return nil, wrap("signature", err)
 		}
 		if f[0] <= prev {
-			return nil, fmt.Errorf("bailiff: reencap order: signature by %s out of order or repeated", f[0])
+			return nil, fmt.Errorf("bailiff: quorum order: signature by %s out of order or repeated", f[0])
 		}
 		prev = f[0]
 		sig, err := canon.B64(f[1], MaxSignatureLen)

@@ -18,16 +18,16 @@ import (
 	"coffre/bailiff/shamir"
 )
 
-// Quorum is the bailiffs' unlock for one re-encapsulation job
-// (ReencapOrder): the keys of the bailiffs present, opened with their
+// EscrowQuorum is the bailiffs' unlock for one re-encapsulation job
+// (QuorumOrder): the keys of the bailiffs present, opened with their
 // passphrases, and the share cards of those who opened their share messages
 // with their own tools. It is bound to the verified order and to the roster
 // the escrows to open are split under; it opens only escrows the order
 // covers, and never hands an escrow private key or K to its caller: it
 // returns re-split bundles (Resplit) and re-wrapping sessions (Rotate).
 // It holds secrets until Close; it has no String method that shows them.
-type Quorum struct {
-	order  *ReencapOrder
+type EscrowQuorum struct {
+	order  *QuorumOrder
 	roster *Roster
 	keys   []*openpgp.Entity                          // opened bailiff keys, one per bailiff
 	owned  []bool                                     // keys[i] was opened here (Close wipes it)
@@ -38,10 +38,10 @@ type Quorum struct {
 	verified [32]byte   // digest of the new roster already verified
 }
 
-// NewQuorum starts the unlock of a job: the order must carry k valid
+// NewEscrowQuorum starts the unlock of a job: the order must carry k valid
 // signatures of r, the roster the escrows are split under (for a roster
 // change, the old roster).
-func NewQuorum(r *Roster, o *ReencapOrder) (*Quorum, error) {
+func NewEscrowQuorum(r *Roster, o *QuorumOrder) (*EscrowQuorum, error) {
 	if err := r.Verify(); err != nil {
 		return nil, err
 	}
@@ -49,13 +49,13 @@ func NewQuorum(r *Roster, o *ReencapOrder) (*Quorum, error) {
 		return nil, err
 	}
 	slog.Info("bailiff: re-encapsulation quorum opened", "kind", o.Kind, "order", o.ID())
-	return &Quorum{order: o, roster: r, cards: map[[shamir.SplitIDLen]byte][]shamir.Share{}, now: time.Now}, nil
+	return &EscrowQuorum{order: o, roster: r, cards: map[[shamir.SplitIDLen]byte][]shamir.Share{}, now: time.Now}, nil
 }
 
 // AddKey opens a bailiff's protected secret key with the passphrase (wiped)
 // for the length of the job. The bailiff must be on the quorum's roster. It
 // returns the bailiff.
-func (q *Quorum) AddKey(secretKey, passphrase []byte) (*BailiffKey, error) {
+func (q *EscrowQuorum) AddKey(secretKey, passphrase []byte) (*BailiffKey, error) {
 	key, err := OpenBailiffKey(secretKey, passphrase)
 	if err != nil {
 		return nil, err
@@ -74,7 +74,7 @@ func (q *Quorum) AddKey(secretKey, passphrase []byte) (*BailiffKey, error) {
 // AddOpenedKey adds a bailiff key the caller opened (OpenBailiffKey) and
 // keeps: the caller wipes it (WipeKey) after Close. The bailiff must be on
 // the quorum's roster.
-func (q *Quorum) AddOpenedKey(key *openpgp.Entity) (*BailiffKey, error) {
+func (q *EscrowQuorum) AddOpenedKey(key *openpgp.Entity) (*BailiffKey, error) {
 	if key == nil || key.PrivateKey == nil {
 		return nil, errors.New("bailiff: no opened key")
 	}
@@ -87,7 +87,7 @@ func (q *Quorum) AddOpenedKey(key *openpgp.Entity) (*BailiffKey, error) {
 }
 
 // addKey keeps key unless the quorum has one of that bailiff already.
-func (q *Quorum) addKey(key *openpgp.Entity, owned bool) bool {
+func (q *EscrowQuorum) addKey(key *openpgp.Entity, owned bool) bool {
 	for _, k := range q.keys {
 		if Fingerprint(k) == Fingerprint(key) {
 			return false
@@ -102,7 +102,7 @@ func (q *Quorum) addKey(key *openpgp.Entity, owned bool) bool {
 // AddShareCard takes the card text of one share (a bailiff decrypted a
 // share message of one escrow with their own tools, see ShareMessages). It
 // is matched to its escrow by split id when that escrow is opened.
-func (q *Quorum) AddShareCard(text []byte) error {
+func (q *EscrowQuorum) AddShareCard(text []byte) error {
 	defer clear(text)
 	s, err := shamir.ParseCard(string(text))
 	if err != nil {
@@ -119,13 +119,13 @@ func (q *Quorum) AddShareCard(text []byte) error {
 }
 
 // Keys returns how many bailiff keys are open.
-func (q *Quorum) Keys() int { return len(q.keys) }
+func (q *EscrowQuorum) Keys() int { return len(q.keys) }
 
 // Order returns the order the quorum acts on.
-func (q *Quorum) Order() *ReencapOrder { return q.order }
+func (q *EscrowQuorum) Order() *QuorumOrder { return q.order }
 
 // Close wipes the opened keys and the share cards.
-func (q *Quorum) Close() {
+func (q *EscrowQuorum) Close() {
 	for i, k := range q.keys {
 		if q.owned[i] {
 			wipeEntity(k)
@@ -141,17 +141,17 @@ func (q *Quorum) Close() {
 }
 
 // String describes the quorum without its secrets.
-func (q *Quorum) String() string {
+func (q *EscrowQuorum) String() string {
 	return fmt.Sprintf("re-encapsulation quorum for %s (%d keys, %d escrows with cards; secrets redacted)", q.order.Kind, len(q.keys), len(q.cards))
 }
 
 // GoString is String for %#v.
-func (q *Quorum) GoString() string { return q.String() }
+func (q *EscrowQuorum) GoString() string { return q.String() }
 
 // shares gathers threshold checked shares of esc: cards first, then the
 // share messages of the bailiffs whose keys are open. The caller wipes
 // them.
-func (q *Quorum) shares(esc *Escrow) ([]shamir.Share, error) {
+func (q *EscrowQuorum) shares(esc *Escrow) ([]shamir.Share, error) {
 	if !q.order.Covers(esc.UserID) {
 		return nil, fmt.Errorf("%w: the order does not cover the escrow of %s", ErrWrongEscrow, esc.UserID)
 	}
@@ -237,7 +237,7 @@ func (esc *Escrow) openSecret(shares []shamir.Share) ([]byte, error) {
 // so every item sealed to it, is unchanged. K' is fresh rather than K
 // re-split so that, once the old bundle is retired, the old roster's shares
 // open nothing. next must be signed by all its bailiffs.
-func (q *Quorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
+func (q *EscrowQuorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 	if q.order.Kind != ReencapRosterChange || next.Digest() != q.order.NewRoster {
 		return nil, fmt.Errorf("%w: the order does not move the escrows to this roster", ErrWrongEscrow)
 	}
@@ -268,7 +268,7 @@ func (q *Quorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 // verifyNext checks the new roster of a roster change is signed by all its
 // bailiffs, once per quorum (each Resplit would otherwise verify n
 // signatures again).
-func (q *Quorum) verifyNext(next *Roster) error {
+func (q *EscrowQuorum) verifyNext(next *Roster) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	d := next.Digest()
@@ -340,7 +340,7 @@ type Rotation struct {
 // Rotate rebuilds the escrow key of esc with the quorum and makes the new
 // escrow of the same user under r (the roster in force, which the order is
 // bound to): a fresh key, sealed under a fresh K split to r's bailiffs.
-func (q *Quorum) Rotate(esc *Escrow, r *Roster) (*Rotation, error) {
+func (q *EscrowQuorum) Rotate(esc *Escrow, r *Roster) (*Rotation, error) {
 	if q.order.Kind != ReencapEscrowRotation {
 		return nil, fmt.Errorf("bailiff: reencap order is a %s, not a %s", q.order.Kind, ReencapEscrowRotation)
 	}

@@ -3,6 +3,7 @@ package bailiff
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -56,7 +57,7 @@ func nextRoster(t *testing.T, v *testVault) (*Roster, []byte, string) {
 	return r, gk.ArmoredSecret, pass
 }
 
-func signReencap(t *testing.T, v *testVault, o *ReencapOrder, idx ...int) {
+func signReencap(t *testing.T, v *testVault, o *QuorumOrder, idx ...int) {
 	t.Helper()
 	for _, i := range idx {
 		k := v.openKey(t, i)
@@ -86,7 +87,7 @@ func TestRosterChangeResplit(t *testing.T) {
 		t.Fatalf("one signature: %v", err)
 	}
 	signReencap(t, v, o, 2) // the bailiff who leaves may be part of the approving quorum
-	back, err := ParseReencapOrder(o.Marshal())
+	back, err := ParseQuorumOrder(o.Marshal())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestRosterChangeResplit(t *testing.T) {
 		t.Fatalf("unsigned new roster: %v", err)
 	}
 
-	q, err := NewQuorum(v.roster, back)
+	q, err := NewEscrowQuorum(v.roster, back)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestEscrowRotationRewrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	signReencap(t, v, o, 0, 1)
-	q, err := NewQuorum(v.roster, o)
+	q, err := NewEscrowQuorum(v.roster, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +261,7 @@ func openItemBytes(ct []byte, key *openpgp.Entity) (string, error) {
 	return string(b), err
 }
 
-func TestReencapOrderRules(t *testing.T) {
+func TestQuorumOrderRules(t *testing.T) {
 	v := getVault(t)
 	if _, err := NewRotationOrder(v.roster, nil, "x", time.Now()); err == nil {
 		t.Fatal("rotation of no user accepted")
@@ -314,6 +315,30 @@ func TestParseStoredEscrow(t *testing.T) {
 		_, e2 := ParseStoredEscrow(b)
 		if (e1 == nil) != (e2 == nil) {
 			t.Fatalf("%s: ParseEscrow %v, ParseStoredEscrow %v", v.Name, e1, e2)
+		}
+	}
+}
+
+func TestQuorumPrintsNoSecret(t *testing.T) {
+	v := getVault(t)
+	esc, _ := NewEscrow("user-print", v.roster)
+	o, _ := NewRotationOrder(v.roster, []string{"user-print"}, "print", time.Now())
+	signReencap(t, v, o, 0, 1)
+	q, err := NewEscrowQuorum(v.roster, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	q.AddKey(v.secrets[0], []byte(v.pass[0]))
+	q.AddKey(v.secrets[1], []byte(v.pass[1]))
+	rot, err := q.Rotate(esc, v.roster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rot.Close()
+	for _, s := range []string{fmt.Sprintf("%v %+v %#v", q, q, q), fmt.Sprintf("%v %s", rot, rot)} {
+		if !strings.Contains(s, "redacted") || strings.Contains(s, "PrivateKey") || strings.Contains(s, "Value") {
+			t.Fatalf("printed: %s", s)
 		}
 	}
 }

@@ -9,25 +9,25 @@ import (
 	"testing"
 )
 
-// Re-encapsulation order vectors live in testdata/reencap/ (vectors.json
+// Re-encapsulation order vectors live in testdata/quorum-order/ (vectors.json
 // and the files), signed with the roster vector keys
 // (testdata/roster/bailiff-N.sec.asc). next-roster.txt is the new roster
 // the roster-change vectors name: bailiffs 1 and 2, 2 of 2, signed by both.
-// Regenerate with COFFRE_WRITE_REENCAP_VECTORS=1 (it leaves the other
+// Regenerate with COFFRE_WRITE_QUORUM_ORDER_VECTORS=1 (it leaves the other
 // vector directories alone).
 
-func FuzzParseReencapOrder(f *testing.F) {
-	if vs, err := os.ReadFile(filepath.Join(testdataRoot, "reencap", "vectors.json")); err == nil {
+func FuzzParseQuorumOrder(f *testing.F) {
+	if vs, err := os.ReadFile(filepath.Join(testdataRoot, "quorum-order", "vectors.json")); err == nil {
 		var list []fileVector
 		json.Unmarshal(vs, &list)
 		for _, v := range list {
-			if b, err := os.ReadFile(filepath.Join(testdataRoot, "reencap", v.File)); err == nil {
+			if b, err := os.ReadFile(filepath.Join(testdataRoot, "quorum-order", v.File)); err == nil {
 				f.Add(b)
 			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		o, err := ParseReencapOrder(b)
+		o, err := ParseQuorumOrder(b)
 		if err != nil {
 			return
 		}
@@ -37,9 +37,9 @@ func FuzzParseReencapOrder(f *testing.F) {
 	})
 }
 
-func TestReencapOrderVectors(t *testing.T) {
+func TestQuorumOrderVectors(t *testing.T) {
 	r := vectorRoster(t)
-	nb, err := os.ReadFile(filepath.Join(testdataRoot, "reencap", "next-roster.txt"))
+	nb, err := os.ReadFile(filepath.Join(testdataRoot, "quorum-order", "next-roster.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,13 +47,13 @@ func TestReencapOrderVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range loadVectors(t, "reencap") {
+	for _, v := range loadVectors(t, "quorum-order") {
 		t.Run(v.Name, func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join(testdataRoot, "reencap", v.File))
+			b, err := os.ReadFile(filepath.Join(testdataRoot, "quorum-order", v.File))
 			if err != nil {
 				t.Fatal(err)
 			}
-			o, err := ParseReencapOrder(b)
+			o, err := ParseQuorumOrder(b)
 			if v.Expect == "parse-error" {
 				if err == nil {
 					t.Fatal("parsed, want a parse error")
@@ -87,11 +87,11 @@ func TestReencapOrderVectors(t *testing.T) {
 	}
 }
 
-func TestWriteReencapVectors(t *testing.T) {
-	if os.Getenv("COFFRE_WRITE_REENCAP_VECTORS") != "1" {
+func TestWriteQuorumOrderVectors(t *testing.T) {
+	if os.Getenv("COFFRE_WRITE_QUORUM_ORDER_VECTORS") != "1" {
 		return
 	}
-	dir := filepath.Join(testdataRoot, "reencap")
+	dir := filepath.Join(testdataRoot, "quorum-order")
 	os.MkdirAll(dir, 0o755)
 	write := func(name string, b []byte) {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
@@ -121,7 +121,7 @@ func TestWriteReencapVectors(t *testing.T) {
 		next.Signatures[b.Fingerprint] = sig
 	}
 	write("next-roster.txt", next.Marshal())
-	sign := func(o *ReencapOrder, idx ...int) {
+	sign := func(o *QuorumOrder, idx ...int) {
 		for _, i := range idx {
 			if err := o.Sign(r, keys[i], vectorTime); err != nil {
 				t.Fatal(err)
@@ -141,13 +141,13 @@ func TestWriteReencapVectors(t *testing.T) {
 	rb := rot.Marshal()
 	add("rotation-ok", "valid", "escrow rotation of two users signed by bailiffs 1 and 2 (k = 2)", rb)
 	{
-		o, _ := ParseReencapOrder(rb)
+		o, _ := ParseQuorumOrder(rb)
 		delete(o.Signatures, Fingerprint(keys[1]))
 		add("rotation-one-signature", "rejected", "only one bailiff signed (k = 2)", o.Marshal())
-		o2, _ := ParseReencapOrder(rb)
+		o2, _ := ParseQuorumOrder(rb)
 		o2.Users = append(o2.Users, "vector-zz")
 		add("rotation-user-added", "rejected", "a user added after signing", o2.Marshal())
-		o3, _ := ParseReencapOrder(rb)
+		o3, _ := ParseQuorumOrder(rb)
 		o3.RosterDigest[0] ^= 1
 		add("rotation-other-roster", "rejected", "bound to another roster", o3.Marshal())
 	}
@@ -159,7 +159,7 @@ func TestWriteReencapVectors(t *testing.T) {
 	cb := ch.Marshal()
 	add("change-ok", "valid", "roster change to next-roster.txt signed by bailiffs 2 and 3 of the old roster", cb)
 	{
-		o, _ := ParseReencapOrder(cb)
+		o, _ := ParseQuorumOrder(cb)
 		o.NewRoster[0] ^= 1
 		add("change-other-new-roster", "rejected", "names another new roster than next-roster.txt", o.Marshal())
 	}
