@@ -265,9 +265,12 @@ func (a *Appliance) closeJob(ctx context.Context, o *bailiff.QuorumOrder, job *R
 // jobSaveEvery unless forced: it is progress for `coffre reencap status`
 // (each save is a synced catalog write), the drives say what is done.
 func (a *Appliance) jobSaver(id string, j *ReencapJob) func(force bool) {
-	var last time.Time
+	var last time.Time // of the last progress save (a forced save does not delay the next one)
 	return func(force bool) {
-		if force || time.Since(last) >= jobSaveEvery {
+		switch {
+		case force:
+			a.putReencapJob(id, j)
+		case time.Since(last) >= jobSaveEvery:
 			a.putReencapJob(id, j)
 			last = time.Now()
 		}

@@ -163,7 +163,7 @@ func TestReencapEscrowRotation(t *testing.T) {
 // the same order as its user's live escrow; at the end restitution opens
 // the items under the twentieth key and the drives audit clean.
 func TestRewrapResumesAfterKill(t *testing.T) {
-	const users, per = 8, 4
+	const users, per = 6, 4
 	e, contents := newQuorumVault(t, users, per)
 	var userArgs []string
 	for u := 0; u < users; u++ {
