@@ -332,7 +332,7 @@ func (e *Escrow) sealAndSplit(secret []byte, r *Roster, now time.Time) error {
 type Rotation struct {
 	Old    *Escrow
 	New    *Escrow
-	oldKey *openpgp.Entity
+	oldKey *packet.PrivateKey // the old escrow key's ECDH subkey
 	newEnc *packet.PublicKey
 	cfg    *packet.Config
 }
@@ -357,26 +357,60 @@ func (q *EscrowQuorum) Rotate(esc *Escrow, r *Roster) (*Rotation, error) {
 		}
 	}()
 	now := q.now()
-	old, err := esc.openKey(shares, now)
+	secret, err := esc.openSecret(shares)
 	if err != nil {
 		return nil, err
 	}
+	old, err := ecdhSubkey(secret)
+	clear(secret)
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: escrow of %s: %w", esc.UserID, err)
+	}
 	ne, err := newEscrow(esc.UserID, r, now)
 	if err != nil {
-		wipeEntity(old)
+		wipePriv(old)
 		return nil, err
 	}
 	enc, ok := ne.pub.EncryptionKey(now)
 	if !ok {
-		wipeEntity(old)
+		wipePriv(old)
 		return nil, errors.New("bailiff: rotation: the new escrow key has no valid encryption key")
 	}
 	return &Rotation{Old: esc, New: ne, oldKey: old, newEnc: enc.PublicKey, cfg: config(now)}, nil
 }
 
+// ecdhSubkey reads the ECDH subkey's private key packet from an escrow's
+// secret key bytes. Its self-signatures are not verified: the bytes were
+// authenticated by the escrow's AEAD (openSecret), and only the subkey
+// that decrypts items is needed.
+func ecdhSubkey(secret []byte) (*packet.PrivateKey, error) {
+	r := bytes.NewReader(secret)
+	var found *packet.PrivateKey
+	for r.Len() > 0 {
+		p, err := readPacket(r)
+		if err != nil {
+			wipePriv(found)
+			return nil, fmt.Errorf("sealed key: %s", sanitize(err))
+		}
+		pk, ok := p.(*packet.PrivateKey)
+		if !ok {
+			continue
+		}
+		if pk.IsSubkey && pk.PubKeyAlgo == packet.PubKeyAlgoECDH && found == nil && !pk.Encrypted {
+			found = pk
+			continue
+		}
+		wipePriv(pk)
+	}
+	if found == nil {
+		return nil, errors.New("sealed key has no ECDH subkey")
+	}
+	return found, nil
+}
+
 // Close wipes the old escrow private key.
 func (rot *Rotation) Close() {
-	wipeEntity(rot.oldKey)
+	wipePriv(rot.oldKey)
 	rot.oldKey = nil
 }
 
@@ -403,14 +437,7 @@ func (rot *Rotation) Rewrap(item io.Reader) (io.Reader, error) {
 	if !ok || ek.Version != 3 || ek.Algo != packet.PubKeyAlgoECDH {
 		return nil, errors.New("bailiff: rewrap: item does not start with an ECDH PKESK v3 packet")
 	}
-	decrypted := false
-	for _, s := range rot.oldKey.Subkeys {
-		if s.PrivateKey != nil && s.PrivateKey.PubKeyAlgo == ek.Algo && ek.Decrypt(s.PrivateKey, rot.cfg) == nil {
-			decrypted = true
-			break
-		}
-	}
-	if !decrypted {
+	if ek.Decrypt(rot.oldKey, rot.cfg) != nil {
 		return nil, fmt.Errorf("bailiff: rewrap: the old escrow key of %s does not open this item's session key", rot.Old.UserID)
 	}
 	defer clear(ek.Key)

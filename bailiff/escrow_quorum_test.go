@@ -342,3 +342,29 @@ func TestQuorumPrintsNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestRosterVerifyRemembers: Verify remembers a success only for the exact
+// roster bytes; any change is verified again.
+func TestRosterVerifyRemembers(t *testing.T) {
+	v := getVault(t)
+	r, err := ParseRoster(v.roster.Marshal(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	sig := r.Signatures[r.Bailiffs[0].Fingerprint]
+	delete(r.Signatures, r.Bailiffs[0].Fingerprint)
+	if err := r.Verify(); !errors.Is(err, ErrRosterUnsigned) {
+		t.Fatalf("signature removed: %v", err)
+	}
+	r.Signatures[r.Bailiffs[0].Fingerprint] = sig
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	r.Threshold = 3
+	if err := r.Verify(); !errors.Is(err, ErrRosterUnsigned) {
+		t.Fatalf("threshold changed after signing: %v", err)
+	}
+}
