@@ -36,7 +36,7 @@ func (a *Appliance) ReencapPlan(signed []byte, at time.Time) (*policy.PlanResult
 	if err != nil {
 		return nil, err
 	}
-	return policy.Plan(p, objs, at), nil
+	return a.withPendingJobs(policy.Plan(p, objs, at))
 }
 
 // reencapObjects describes every live object with the algorithms that

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"coffre/bailiff/internal/canon"
@@ -22,7 +23,13 @@ type Roster struct {
 	// Signatures maps a bailiff fingerprint to its binary detached
 	// signature over Body().
 	Signatures map[string][]byte
+	// verified is SHA-256 of Marshal() when Verify last succeeded: the same
+	// bytes verify the same way, and Verify runs for every escrow made.
+	verified [32]byte
 }
+
+// verifiedMu guards Roster.verified (rosters are shared by goroutines).
+var verifiedMu sync.Mutex
 
 // ErrRosterUnsigned means some bailiff has not (validly) signed the roster.
 var ErrRosterUnsigned = errors.New("bailiff: roster is not signed by every bailiff")
@@ -124,6 +131,23 @@ func (r *Roster) AddSignature(sig []byte) (*BailiffKey, error) {
 // all n: each bailiff attests the whole list and threshold). It returns
 // ErrRosterUnsigned wrapped with the names of those missing.
 func (r *Roster) Verify() error {
+	m := sha256.Sum256(r.Marshal())
+	verifiedMu.Lock()
+	done := r.verified == m
+	verifiedMu.Unlock()
+	if done {
+		return nil
+	}
+	if err := r.verify(); err != nil {
+		return err
+	}
+	verifiedMu.Lock()
+	r.verified = m
+	verifiedMu.Unlock()
+	return nil
+}
+
+func (r *Roster) verify() error {
 	body := r.Body()
 	var missing []string
 	for _, b := range r.Bailiffs {

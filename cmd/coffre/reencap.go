@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -13,26 +14,55 @@ func init() {
 	register("reencap", "plan | run | status: re-encapsulate what ageing algorithms protect", cmdReencap)
 }
 
+// reencapSubs and reencapKinds are extended by the files of other kinds
+// of work (init functions): sub-verbs of `coffre reencap`, and the
+// `reencap run --kind` values run by their own function.
+var (
+	reencapSubs  = map[string]func([]string) int{}
+	reencapKinds = map[string]func([]string) int{}
+)
+
 func cmdReencap(args []string) int {
-	return subcommand("reencap", args, map[string]func([]string) int{
+	subs := map[string]func([]string) int{
 		"plan":   reencapPlan,
 		"run":    reencapRun,
 		"status": reencapStatus,
-	})
+	}
+	for k, f := range reencapSubs {
+		subs[k] = f
+	}
+	return subcommand("reencap", args, subs)
+}
+
+// kindArg returns the value of --kind in args, if any.
+func kindArg(args []string) string {
+	for i, a := range args {
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if v, ok := strings.CutPrefix(a, "kind="); ok {
+			return v
+		}
+		if a == "kind" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 func reencapRun(args []string) int {
+	if run := reencapKinds[kindArg(args)]; run != nil {
+		return run(args)
+	}
 	fs := newFlags("reencap run", "--state DIR --kind record [--new-epoch]")
 	var k keystoreFlags
 	k.register(fs)
-	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum)")
+	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum), roster or escrow (quorum; see coffre reencap run --kind roster -h)")
 	newEpoch := fs.Bool("new-epoch", false, "record: create a fresh record key epoch first (otherwise resume the job in flight)")
 	limit := fs.Int("max", -1, "re-encrypt at most this many records in this run (a bounded maintenance window; -1: all)")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if *kind != "record" {
-		return fail(usagef("--kind %q: this version runs the record-layer rekey (--kind record); the quorum kinds (roster, rewrap, upgrade) are planned but not run yet", *kind))
+		return fail(usagef("--kind %q: want record (record-layer rekey, no quorum), roster (roster change, quorum) or escrow (escrow key rotation, quorum)", *kind))
 	}
 	a, err := k.open()
 	if err != nil {
@@ -79,11 +109,18 @@ func reencapStatus(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	if *asJSON {
-		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs})
+	qjobs, err := a.ReencapStatus()
+	if err != nil {
+		return fail(err)
 	}
+	if *asJSON {
+		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs, "quorum_jobs": qjobs})
+	}
+	printQuorumJobs(qjobs)
 	if !ok {
-		fmt.Println("no re-encapsulation job has run")
+		if len(qjobs) == 0 {
+			fmt.Println("no re-encapsulation job has run")
+		}
 	} else {
 		fmt.Printf("record-layer rekey to epoch %d: %s, %d of %d records %s\n", job.Epoch, job.Status, job.Done, job.Total, bar(100*float64(job.Done)/float64(max(1, job.Total)), 30))
 	}
@@ -100,6 +137,7 @@ func reencapPlan(args []string) int {
 	polFile := fs.String("policy", "default", "a crypto policy signed by the bailiff quorum, or \"default\" (NIST IR 8547 dates)")
 	at := fs.String("at", "", "plan as of this date (default: today)")
 	asJSON := fs.Bool("json", false, "JSON output")
+	rotate := fs.String("rotate", "", "also plan an escrow key rotation (recipient change) for this user")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -123,6 +161,9 @@ func reencapPlan(args []string) int {
 		}
 	}
 	plan, err := a.ReencapPlan(pol, when)
+	if *rotate != "" {
+		plan, err = a.ReencapPlanRotation(pol, when, *rotate)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -130,6 +171,7 @@ func reencapPlan(args []string) int {
 		return printJSON(plan)
 	}
 	fmt.Print(plan.String())
+	printPlanHints(plan)
 	if plan.Empty() {
 		fmt.Printf("nothing falls below the policy on %s\n", when.Format("2006-01-02"))
 	}

@@ -1,0 +1,519 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"coffre/bailiff"
+	"coffre/bailiff/policy"
+	"coffre/storage"
+	"coffre/storage/catalog"
+)
+
+// Quorum re-encapsulation (kinds 2 and 3, docs/formats/quorum-order.md). Both kinds run
+// the same way:
+//
+//  1. approve: an order signed by k bailiffs of the roster in force is
+//     appended as a reencap record (step "approve"), in one batch with
+//     whatever must change first (a roster change also appends the new
+//     roster and a new verify-shares escrow, superseding the old ones);
+//  2. work: each object is rebuilt under the quorum and appended as a new
+//     record that supersedes the old one, each user in one batch, so no
+//     object ever has two live versions and none is half-done;
+//  3. done: a reencap record (step "done") closes the job.
+//
+// What is done is read from the drives (the live records and their
+// "reencap" attribute naming the order), so a job killed at any point
+// resumes where it stopped. The catalog keeps a ReencapJob for `coffre
+// reencap status`, like the record-layer rekey's RekeyJob. Old records stay
+// on the drives until a separate, quorum-approved retirement.
+
+// ReencapJob is the state of a quorum re-encapsulation job kept in the
+// catalog (for `coffre reencap status`); the drives are the truth.
+type ReencapJob struct {
+	Kind    string `json:"kind"`   // roster-change, escrow-rotation
+	Order   string `json:"order"`  // hex SHA-256 of the signed order: the job's identity
+	Record  uint64 `json:"record"` // the order's record on the drives
+	Total   int    `json:"total"`  // escrows (roster change) or items (escrow rotation)
+	Done    int    `json:"done"`
+	Bytes   int64  `json:"bytes"`
+	Started string `json:"started,omitempty"`
+	Status  string `json:"status"` // running, done
+}
+
+// Job ids in the catalog, one per kind (the newest job of a kind).
+const (
+	rosterJobID   = "reencap-roster-change"
+	rotationJobID = "reencap-escrow-rotation"
+)
+
+// Meta attributes of the records a quorum job writes.
+const (
+	attrReencap     = "reencap"      // on every record a job writes: the order's id
+	attrReencapKind = "reencap-kind" // on reencap records: roster-change, escrow-rotation
+	attrStep        = "step"         // on reencap records: approve, done
+)
+
+// QuorumUnlock is how the bailiffs present unlock a quorum job, the same
+// ways as a restitution: with their protected key and passphrase (they sign
+// the order on the appliance and their keys open their shares), or with
+// share cards they opened with their own tools (`coffre reencap shares`
+// exports the messages; `gpg --decrypt` each). An order drafted elsewhere
+// (`coffre reencap draft-order`) and signed with gpg may be given instead
+// of signing on the appliance.
+type QuorumUnlock struct {
+	Bailiffs   []BailiffSecret
+	ShareCards [][]byte
+	Order      []byte   // a signed (or partly signed) order file
+	OrderSigs  [][]byte // detached signatures over the order's body
+}
+
+func (u *QuorumUnlock) wipe() {
+	for _, b := range u.Bailiffs {
+		clear(b.Passphrase)
+	}
+	for _, c := range u.ShareCards {
+		clear(c)
+	}
+}
+
+// openedKey is a bailiff key opened for one job.
+type openedKey struct {
+	label string
+	key   *openpgp.Entity
+}
+
+// openKeys opens each bailiff's key once for the whole job (the S2K is
+// slow on purpose); the passphrases are wiped. The caller wipes the keys
+// with wipeKeys.
+func openKeys(bs []BailiffSecret) ([]openedKey, error) {
+	out := make([]openedKey, len(bs))
+	errs := make([]error, len(bs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, reencapWorkers)
+	for i, b := range bs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			k, err := bailiff.OpenBailiffKey(b.SecretKey, b.Passphrase)
+			if err != nil {
+				errs[i] = fmt.Errorf("appliance: %s: %w", b.Label, err)
+				return
+			}
+			out[i] = openedKey{b.Label, k}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		wipeKeys(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func wipeKeys(ks []openedKey) {
+	for _, k := range ks {
+		if k.key != nil {
+			bailiff.WipeKey(k.key)
+		}
+	}
+}
+
+// signOrder completes the order: detached signatures given, then the
+// signatures of the bailiffs present who are on r.
+func signOrder(o *bailiff.QuorumOrder, r *bailiff.Roster, sigs [][]byte, keys []openedKey, say func(string, ...any)) error {
+	for i, s := range sigs {
+		b, err := o.AddSignature(r, s)
+		if err != nil {
+			return fmt.Errorf("appliance: order signature %d: %w", i+1, err)
+		}
+		say("order signature of %s verified", b.Name)
+	}
+	now := time.Now()
+	for _, k := range keys {
+		if r.Bailiff(bailiff.Fingerprint(k.key)) == nil {
+			continue
+		}
+		if err := o.Sign(r, k.key, now); err != nil {
+			return fmt.Errorf("appliance: %s signing the order: %w", k.label, err)
+		}
+		say("order signed by %s", k.label)
+	}
+	return nil
+}
+
+// openQuorum opens the unlock of a job on roster r (the one the escrows to
+// open are split under): the opened keys that are on r (the caller keeps
+// and wipes them after the quorum's Close), and the share cards.
+func openQuorum(r *bailiff.Roster, o *bailiff.QuorumOrder, keys []openedKey, cards [][]byte, say func(string, ...any)) (*bailiff.EscrowQuorum, error) {
+	q, err := bailiff.NewEscrowQuorum(r, o)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, k := range keys {
+		if r.Bailiff(bailiff.Fingerprint(k.key)) == nil {
+			continue // a new bailiff: holds no share yet
+		}
+		bk, err := q.AddOpenedKey(k.key)
+		if err != nil {
+			q.Close()
+			return nil, fmt.Errorf("appliance: %s: %w", k.label, err)
+		}
+		n++
+		say("key of %s opened for the job", bk.Name)
+	}
+	for i, c := range cards {
+		if err := q.AddShareCard(bytes.Clone(c)); err != nil {
+			q.Close()
+			return nil, fmt.Errorf("appliance: share card %d: %w", i+1, err)
+		}
+	}
+	if len(cards) > 0 {
+		say("%d share card(s) taken", len(cards))
+	}
+	if n == 0 && len(cards) == 0 {
+		q.Close()
+		return nil, fmt.Errorf("appliance: no bailiff of the roster the escrows are split under unlocked: give --bailiff KEY:PASSFILE or share cards for %d of them", r.Threshold)
+	}
+	return q, nil
+}
+
+// reencapStep is a reencap record of a quorum job.
+type reencapStep struct {
+	record uint64
+	order  string
+	step   string
+}
+
+// reencapSteps lists the approve and done records of one kind, in record
+// order.
+func (a *Appliance) reencapSteps(kind string) ([]reencapStep, error) {
+	es, err := a.cat.ByKind(catalog.KindReencap)
+	if err != nil {
+		return nil, err
+	}
+	var out []reencapStep
+	for _, e := range es {
+		if e.Meta.Attrs[attrReencapKind] == kind {
+			out = append(out, reencapStep{record: e.Record, order: e.Meta.Attrs[attrReencap], step: e.Meta.Attrs[attrStep]})
+		}
+	}
+	return out, nil
+}
+
+// inFlight returns the order of the job of this kind that was approved and
+// not closed, or nil.
+func (a *Appliance) inFlight(kind string) (*bailiff.QuorumOrder, uint64, error) {
+	steps, err := a.reencapSteps(kind)
+	if err != nil {
+		return nil, 0, err
+	}
+	var last *reencapStep
+	done := map[string]bool{}
+	for i, s := range steps {
+		switch s.step {
+		case "approve":
+			last = &steps[i]
+		case "done":
+			done[s.order] = true
+		}
+	}
+	if last == nil || done[last.order] {
+		return nil, 0, nil
+	}
+	b, err := a.readRecord(last.record)
+	if err != nil {
+		return nil, 0, fmt.Errorf("appliance: reading the %s order (record %d): %w", kind, last.record, err)
+	}
+	o, err := bailiff.ParseQuorumOrder(b)
+	if err != nil {
+		return nil, 0, fmt.Errorf("appliance: %s order (record %d): %w", kind, last.record, err)
+	}
+	if o.ID() != last.order || o.Kind != kind {
+		return nil, 0, fmt.Errorf("appliance: record %d does not hold the %s order its meta names", last.record, kind)
+	}
+	return o, last.record, nil
+}
+
+// stepRecord is a pending reencap record.
+func stepRecord(o *bailiff.QuorumOrder, step string, body []byte) pending {
+	return pending{storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap, Attrs: map[string]string{attrReencap: o.ID(), attrReencapKind: o.Kind, attrStep: step}}, bytes.NewReader(body)}
+}
+
+// closeJob appends the "done" record of a job.
+func (a *Appliance) closeJob(ctx context.Context, o *bailiff.QuorumOrder, job *ReencapJob, id string) error {
+	summary := fmt.Sprintf("coffre-reencap-done v1\norder %s\nkind %s\nobjects %d\n", o.ID(), o.Kind, job.Total)
+	if _, err := a.commitBatch(ctx, []pending{stepRecord(o, "done", []byte(summary))}); err != nil {
+		return fmt.Errorf("appliance: closing the %s job: %w", o.Kind, err)
+	}
+	job.Status = "done"
+	a.putReencapJob(id, job)
+	return nil
+}
+
+// jobSaver returns a function that saves the job state, at most every
+// jobSaveEvery unless forced: it is progress for `coffre reencap status`
+// (each save is a synced catalog write), the drives say what is done.
+func (a *Appliance) jobSaver(id string, j *ReencapJob) func(force bool) {
+	var last time.Time // of the last progress save (a forced save does not delay the next one)
+	return func(force bool) {
+		switch {
+		case force:
+			a.putReencapJob(id, j)
+		case time.Since(last) >= jobSaveEvery:
+			a.putReencapJob(id, j)
+			last = time.Now()
+		}
+	}
+}
+
+const jobSaveEvery = 250 * time.Millisecond
+
+func (a *Appliance) putReencapJob(id string, j *ReencapJob) {
+	b, _ := json.Marshal(j)
+	if err := a.cat.PutJob(id, b); err != nil {
+		a.Log.Warn("reencap: saving job state", "job", id, "err", err)
+	}
+}
+
+// newJob makes the job state of an order, carrying over the start time of
+// the same job's earlier runs.
+func (a *Appliance) newJob(id string, o *bailiff.QuorumOrder, record uint64) *ReencapJob {
+	j := &ReencapJob{Kind: o.Kind, Order: o.ID(), Record: record, Status: "running", Started: time.Now().UTC().Format(time.RFC3339)}
+	if old, ok, _ := a.cat.Job(id); ok {
+		var prev ReencapJob
+		if json.Unmarshal(old, &prev) == nil && prev.Order == j.Order && prev.Started != "" {
+			j.Started = prev.Started
+		}
+	}
+	return j
+}
+
+// ReencapStatus returns the state of the quorum jobs (roster-change,
+// escrow-rotation) that have run, by kind.
+func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
+	out := map[string]*ReencapJob{}
+	for _, id := range []string{rosterJobID, rotationJobID} {
+		b, ok, err := a.cat.Job(id)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		var j ReencapJob
+		if err := json.Unmarshal(b, &j); err != nil {
+			return nil, fmt.Errorf("appliance: job %s: %w", id, err)
+		}
+		out[j.Kind] = &j
+	}
+	return out, nil
+}
+
+// withAttr returns a copy of attrs with k=v.
+func withAttr(attrs map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(attrs)+1)
+	for x, y := range attrs {
+		out[x] = y
+	}
+	out[k] = v
+	return out
+}
+
+// liveEscrows returns the live escrow records, by user.
+func (a *Appliance) liveEscrows() (map[string]catalog.Entry, error) {
+	all, err := a.cat.ByKind(catalog.KindEscrow)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]catalog.Entry{}
+	for _, e := range all {
+		if e.Live() {
+			if o, dup := out[e.Meta.UserID]; dup {
+				return nil, fmt.Errorf("appliance: user %s has two live escrows (records %d and %d): run `coffre catalog rebuild`, then `coffre audit`", e.Meta.UserID, o.Record, e.Record)
+			}
+			out[e.Meta.UserID] = e
+		}
+	}
+	return out, nil
+}
+
+// escrowAt reads and parses the escrow bundle of record idx.
+func (a *Appliance) escrowAt(idx uint64, user string) (*bailiff.Escrow, error) {
+	b, err := a.readRecord(idx)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: escrow of %s (record %d): %w", user, idx, err)
+	}
+	e, err := bailiff.ParseEscrow(b, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("appliance: escrow of %s (record %d): %w", user, idx, err)
+	}
+	if e.UserID != user {
+		return nil, fmt.Errorf("appliance: record %d holds the escrow of %q, not of %q", idx, e.UserID, user)
+	}
+	return e, nil
+}
+
+// ShareMessages exports, for a bailiff who opens shares with their own
+// tools, the share message addressed to them of each escrow a quorum job
+// would open: users (all live escrows when empty) under the roster in
+// force, or, while a roster change is in flight, those still under the old
+// roster. It returns user → OpenPGP message.
+func (a *Appliance) ShareMessages(fingerprint string, users []string) (map[string][]byte, error) {
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, u := range users {
+		want[u] = true
+	}
+	rc, _, err := a.inFlight(bailiff.ReencapRosterChange)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for u, e := range live {
+		if u == checkUser || (len(want) > 0 && !want[u]) {
+			continue
+		}
+		esc, err := a.escrowAt(e.Record, u)
+		if err != nil {
+			return nil, err
+		}
+		if rc != nil && esc.RosterDigest != rc.RosterDigest {
+			continue // already moved to the new roster
+		}
+		if m, _, ok := bailiff.ShareMessage(esc, fingerprint); ok {
+			out[u] = m
+		}
+	}
+	for u := range want {
+		if _, ok := live[u]; !ok {
+			return nil, fmt.Errorf("appliance: user %s has no escrow in this vault", u)
+		}
+	}
+	return out, nil
+}
+
+// verifiedPolicy parses a crypto policy signed by the roster's quorum and
+// verifies it, or returns the default policy for nil.
+func (a *Appliance) verifiedPolicy(signed []byte) (*policy.Policy, error) {
+	if signed == nil {
+		return policy.Default(), nil
+	}
+	p, err := policy.Parse(signed)
+	if err != nil {
+		return nil, err
+	}
+	r, err := a.Roster()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Verify(r); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ReencapPlanRotation plans an explicit recipient change for one user
+// (kind 3, policy.PlanRotation) on top of what the policy asks for.
+func (a *Appliance) ReencapPlanRotation(signed []byte, at time.Time, user string) (*policy.PlanResult, error) {
+	p, err := a.verifiedPolicy(signed)
+	if err != nil {
+		return nil, err
+	}
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := live[user]; !ok || strings.HasPrefix(user, bailiff.ReservedPrefix) {
+		return nil, fmt.Errorf("appliance: user %s has nothing in this vault", user)
+	}
+	objs, err := a.reencapObjects()
+	if err != nil {
+		return nil, err
+	}
+	return a.withPendingJobs(policy.PlanRotation(p, objs, user, at))
+}
+
+// withPendingJobs adds to a plan the objects that quorum jobs in flight
+// still have to do: escrows still under the old roster of a roster change
+// (kind 2), escrows and items of the users an escrow rotation has not
+// reached yet (kind 3). They pass the policy, so Plan alone does not list
+// them.
+func (a *Appliance) withPendingJobs(res *policy.PlanResult) (*policy.PlanResult, error) {
+	if a.vault == nil {
+		return res, nil
+	}
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, err
+	}
+	add := func(k policy.WorkKind, reason string, rec uint64, user string, size int64) {
+		g := res.Group(k)
+		if g == nil {
+			res.Groups = append(res.Groups, policy.Group{Kind: k, Quorum: k.Quorum(), Failing: map[string]int{}, Replacement: map[string]string{}})
+			slices.SortFunc(res.Groups, func(x, y policy.Group) int { return int(x.Kind) - int(y.Kind) })
+			g = res.Group(k)
+		}
+		if i, found := slices.BinarySearch(g.Records, rec); !found {
+			g.Records = slices.Insert(g.Records, i, rec)
+			g.Objects++
+			g.Bytes += size
+			g.Failing[reason]++
+		}
+	}
+	users := map[policy.WorkKind]map[string]bool{policy.RosterChange: {}, policy.EscrowRotation: {}}
+	if o, rec, err := a.inFlight(bailiff.ReencapRosterChange); err != nil {
+		return nil, err
+	} else if o != nil {
+		reason := fmt.Sprintf("in flight: roster change of record %d", rec)
+		for u, e := range live {
+			esc, err := a.escrowAt(e.Record, u)
+			if err != nil {
+				return nil, err
+			}
+			if esc.RosterDigest == o.RosterDigest {
+				add(policy.RosterChange, reason, e.Record, u, int64(len(esc.Marshal())))
+				users[policy.RosterChange][u] = true
+			}
+		}
+	}
+	if o, rec, err := a.inFlight(bailiff.ReencapEscrowRotation); err != nil {
+		return nil, err
+	} else if o != nil {
+		reason := fmt.Sprintf("in flight: escrow rotation of record %d", rec)
+		for _, u := range o.Users {
+			e, ok := live[u]
+			if !ok || e.Meta.Attrs[attrReencap] == o.ID() {
+				continue
+			}
+			add(policy.EscrowRotation, reason, e.Record, u, 0)
+			items, err := a.liveItems(u)
+			if err != nil {
+				return nil, err
+			}
+			for _, it := range items {
+				add(policy.EscrowRotation, reason, it.Record, u, it.Meta.Size)
+			}
+			users[policy.EscrowRotation][u] = true
+		}
+	}
+	for k, us := range users {
+		if g := res.Group(k); g != nil && len(us) > g.Users {
+			g.Users = len(us)
+		}
+	}
+	return res, nil
+}

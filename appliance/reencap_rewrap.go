@@ -1,0 +1,431 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"coffre/bailiff"
+	"coffre/storage"
+	"coffre/storage/catalog"
+)
+
+// Escrow key rotation (re-encapsulation kind 3, quorum): a recipient
+// change. Each user the order names gets a new escrow key (sealed under a
+// fresh K split to the roster in force); each live item version of the
+// user gets a new PKESK to the new key, with the session key and the
+// encrypted data packet unchanged. A user's new escrow and all their
+// re-wrapped items are appended in one batch, each superseding its old
+// record: at every instant all of a user's live items open with the user's
+// live escrow, so restitution works before, during (between users) and
+// after the job, and a crash leaves each user either untouched or done.
+//
+// Re-wrapping keeps the old session key (docs/formats/policy.md): it does
+// not retire an ageing cipher or public key; that is the algorithm upgrade
+// (kind 4).
+
+// RotationOptions are the inputs of an escrow rotation job.
+type RotationOptions struct {
+	// Users are the users whose escrow key is rotated. Needed to start a
+	// job; on resume they come from the order on the drives.
+	Users  []string
+	Reason string // why (printed in the order); a default is used when empty
+	// Unlock is the quorum of the roster in force.
+	Unlock   QuorumUnlock
+	Max      int // rotate at most this many users in this run; <0: all
+	Progress func(done, total int)
+	Say      func(format string, a ...any)
+}
+
+// Limits of one user's rotation batch (the user's new escrow and every
+// live item version are appended at once, all or nothing).
+const (
+	// maxRotateItems is the most item versions one user may have.
+	maxRotateItems = storage.MaxBatch - 1
+	// maxRotateBuffered bounds the re-wrapped small items held in memory
+	// for one user's batch; larger items stream from the drives.
+	maxRotateBuffered = 256 << 20
+	// maxRotateStreams bounds the large items of one user's batch (each
+	// open stream holds a read buffer).
+	maxRotateStreams = 256
+	// rotateAhead is how many users are read and prepared ahead of the
+	// commits, so that the cores work while a batch is being synced.
+	rotateAhead = 4
+)
+
+// RotateEscrows runs (or resumes) an escrow rotation.
+func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*ReencapJob, error) {
+	say := o.Say
+	if say == nil {
+		say = func(string, ...any) {}
+	}
+	defer o.Unlock.wipe()
+	keys, err := openKeys(o.Unlock.Bailiffs)
+	if err != nil {
+		return nil, err
+	}
+	defer wipeKeys(keys)
+	if rc, rec, err := a.inFlight(bailiff.ReencapRosterChange); err != nil {
+		return nil, err
+	} else if rc != nil {
+		return nil, fmt.Errorf("appliance: a roster change (record %d) is in flight; finish it first (coffre reencap run --kind roster)", rec)
+	}
+	r, err := a.Roster()
+	if err != nil {
+		return nil, err
+	}
+	order, orderRec, err := a.inFlight(bailiff.ReencapEscrowRotation)
+	if err != nil {
+		return nil, err
+	}
+	if order != nil {
+		if len(o.Users) > 0 {
+			want := slices.Clone(o.Users)
+			slices.Sort(want)
+			if !slices.Equal(slices.Compact(want), order.Users) {
+				return nil, fmt.Errorf("appliance: an escrow rotation of %s (record %d) is in flight; finish it (run without --user) before another", strings.Join(order.Users, ", "), orderRec)
+			}
+		}
+		if order.RosterDigest != r.Digest() {
+			return nil, fmt.Errorf("appliance: the escrow rotation approved in record %d is bound to another roster than the one in force", orderRec)
+		}
+		say("resuming the escrow rotation approved in record %d", orderRec)
+	} else {
+		if order, orderRec, err = a.approveRotation(ctx, r, o, keys, say); err != nil {
+			return nil, err
+		}
+	}
+	q, err := openQuorum(r, order, keys, o.Unlock.ShareCards, say)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	return a.rotateAll(ctx, q, r, order, orderRec, o.Max, o.Progress)
+}
+
+func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o RotationOptions, keys []openedKey, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, error) {
+	var order *bailiff.QuorumOrder
+	var err error
+	if len(o.Unlock.Order) > 0 {
+		if order, err = bailiff.ParseQuorumOrder(o.Unlock.Order); err != nil {
+			return nil, 0, err
+		}
+		if order.Kind != bailiff.ReencapEscrowRotation {
+			return nil, 0, fmt.Errorf("appliance: the order given is a %s, not an escrow rotation", order.Kind)
+		}
+	} else {
+		if len(o.Users) == 0 {
+			return nil, 0, errors.New("appliance: no escrow rotation in flight: name the users whose escrow key is rotated (--user)")
+		}
+		reason := o.Reason
+		if reason == "" {
+			reason = "recipient change"
+		}
+		if order, err = bailiff.NewRotationOrder(r, o.Users, reason, time.Now()); err != nil {
+			return nil, 0, err
+		}
+	}
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, u := range order.Users {
+		if strings.HasPrefix(u, bailiff.ReservedPrefix) {
+			return nil, 0, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
+		}
+		if _, ok := live[u]; !ok {
+			return nil, 0, fmt.Errorf("appliance: user %s has nothing in this vault", u)
+		}
+	}
+	if err := signOrder(order, r, o.Unlock.OrderSigs, keys, say); err != nil {
+		return nil, 0, err
+	}
+	if err := order.Verify(r); err != nil {
+		return nil, 0, err
+	}
+	idx, err := a.commitBatch(ctx, []pending{stepRecord(order, "approve", order.Marshal())})
+	if err != nil {
+		return nil, 0, fmt.Errorf("appliance: recording the escrow rotation: %w", err)
+	}
+	say("escrow rotation of %d user(s) approved (order record %d)", len(order.Users), idx[0])
+	return order, idx[0], nil
+}
+
+// rotateAll rotates each user of the order not yet done, one batch per
+// user. Users are prepared (new escrow, re-wrapped items) up to
+// reencapWorkers ahead of the commits, with at most reencapWorkers
+// public-key operations at once, and committed in order.
+func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, order *bailiff.QuorumOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
+	live, err := a.liveEscrows()
+	if err != nil {
+		return nil, err
+	}
+	job := a.newJob(rotationJobID, order, orderRec)
+	var work []rotationWork
+	for _, u := range order.Users {
+		e, ok := live[u]
+		if !ok {
+			return nil, fmt.Errorf("appliance: user %s of the rotation has no live escrow", u)
+		}
+		items, err := a.liveItems(u)
+		if err != nil {
+			return nil, err
+		}
+		job.Total += len(items)
+		if e.Meta.Attrs[attrReencap] == order.ID() {
+			job.Done += len(items) // rotated by an earlier run of this job
+			continue
+		}
+		if len(items) > maxRotateItems {
+			return nil, fmt.Errorf("appliance: user %s has %d live item versions, more than one batch holds (%d); nothing was changed", u, len(items), maxRotateItems)
+		}
+		work = append(work, rotationWork{u, e, items})
+	}
+	save := a.jobSaver(rotationJobID, job)
+	save(true)
+	if max >= 0 && len(work) > max {
+		work = work[:max]
+	}
+	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
+
+	// This goroutine reads each user's records (never while it commits, so
+	// reads do not wait for the drives' fsyncs) up to rotateAhead users
+	// ahead; their public-key work runs meanwhile, at most reencapWorkers
+	// operations at once; the batches are committed in order.
+	wctx, cancel := context.WithCancel(ctx)
+	results := make([]chan *rotationBatch, len(work))
+	for i := range results {
+		results[i] = make(chan *rotationBatch, 1)
+	}
+	cpu := make(chan struct{}, reencapWorkers)
+	var wg sync.WaitGroup
+	defer func() {
+		// No preparation outlives the quorum; drop what was not committed.
+		cancel()
+		wg.Wait()
+		for _, c := range results {
+			select {
+			case b := <-c:
+				b.release()
+			default:
+			}
+		}
+	}()
+	launched := 0
+	launch := func(committed int) {
+		for launched < len(work) && launched < committed+rotateAhead {
+			i := launched
+			b := a.readRotation(order.ID(), work[i])
+			wg.Go(func() { results[i] <- a.prepareRotation(wctx, q, r, work[i], b, cpu) })
+			launched++
+		}
+	}
+	for i, t := range work {
+		launch(i)
+		b := <-results[i]
+		if b.err != nil {
+			b.release()
+			return job, b.err
+		}
+		_, err := a.commitBatch(ctx, b.ps)
+		b.release()
+		if err != nil {
+			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", t.user, err)
+		}
+		a.mu.Lock()
+		a.escrows[t.user] = b.rot.New
+		a.mu.Unlock()
+		a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
+		job.Done += len(t.items)
+		job.Bytes += b.bytes
+		save(false)
+		if progress != nil {
+			progress(job.Done, job.Total)
+		}
+	}
+	save(true)
+	if job.Done < job.Total {
+		return job, nil // bounded run (--max): resume later
+	}
+	if err := a.closeJob(ctx, order, job, rotationJobID); err != nil {
+		return job, err
+	}
+	a.Log.Info("escrow rotation done", "order", order.ID(), "items", job.Total)
+	return job, nil
+}
+
+// rotationWork is one user to rotate.
+type rotationWork struct {
+	user  string
+	esc   catalog.Entry
+	items []catalog.Entry
+}
+
+// rotationBatch is one user's prepared batch: the new escrow and the
+// re-wrapped items, superseding the old records.
+type rotationBatch struct {
+	order   string
+	escrow  []byte // the old escrow bundle
+	items   []readItem
+	ps      []pending
+	rot     *bailiff.Rotation
+	closers []io.Closer // streams of large items, ended after the commit
+	bytes   int64
+	err     error
+}
+
+func (b *rotationBatch) release() {
+	for _, c := range b.closers {
+		c.Close()
+	}
+	b.closers = nil
+	if b.rot != nil {
+		b.rot.Close()
+	}
+}
+
+// liveItems lists a user's live item versions.
+func (a *Appliance) liveItems(user string) ([]catalog.Entry, error) {
+	es, err := a.cat.Live(user)
+	if err != nil {
+		return nil, err
+	}
+	out := es[:0]
+	for _, e := range es {
+		if e.Meta.Kind == catalog.KindItem {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// readRotation reads one user's escrow bundle and live item records: small
+// items whole, large ones as open streams (ended by release, after the
+// commit). It leaves b.err set on failure.
+func (a *Appliance) readRotation(order string, w rotationWork) *rotationBatch {
+	b := &rotationBatch{order: order, items: make([]readItem, len(w.items))}
+	var err error
+	if b.escrow, err = a.readRecord(w.esc.Record); err != nil {
+		b.err = fmt.Errorf("appliance: escrow rotation: escrow of %s (record %d): %w", w.user, w.esc.Record, err)
+		return b
+	}
+	var buffered int64
+	for i, e := range w.items {
+		h, mb, body, err := a.vault.Get(e.Record)
+		if err != nil {
+			b.err = fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
+			return b
+		}
+		m, err := catalog.ParseMeta(mb)
+		if err != nil {
+			body.Close()
+			b.err = fmt.Errorf("appliance: escrow rotation: record %d meta: %w", e.Record, err)
+			return b
+		}
+		it := readItem{record: e.Record, meta: m, size: int64(h.BodyLen)}
+		if it.size > bufferLimit {
+			it.stream = body
+			b.closers = append(b.closers, body)
+		} else {
+			it.body, err = io.ReadAll(body)
+			body.Close()
+			if err != nil {
+				b.err = fmt.Errorf("appliance: escrow rotation: reading record %d: %w", e.Record, err)
+				return b
+			}
+			buffered += it.size
+		}
+		b.items[i] = it
+		if buffered > maxRotateBuffered || len(b.closers) > maxRotateStreams {
+			b.err = fmt.Errorf("appliance: user %s: the items exceed one batch's memory (%d MiB buffered, %d large items streaming); nothing was changed", w.user, buffered>>20, len(b.closers))
+			return b
+		}
+	}
+	return b
+}
+
+// readItem is one item record read for a rotation.
+type readItem struct {
+	record uint64
+	meta   catalog.Meta
+	size   int64
+	body   []byte    // small items
+	stream io.Reader // large items
+}
+
+// prepareRotation makes the user's new escrow and re-wraps every item read
+// (on the cores cpu allows), for rotateAll to append in one batch.
+func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, w rotationWork, b *rotationBatch, cpu chan struct{}) *rotationBatch {
+	if b.err != nil {
+		return b
+	}
+	fail := func(err error) *rotationBatch { b.err = err; return b }
+	cpu <- struct{}{}
+	esc, err := bailiff.ParseStoredEscrow(b.escrow)
+	if err == nil && esc.UserID != w.user {
+		err = fmt.Errorf("record %d holds the escrow of %q", w.esc.Record, esc.UserID)
+	}
+	if err == nil {
+		b.rot, err = q.Rotate(esc, r)
+	}
+	<-cpu
+	if err != nil {
+		return fail(fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err))
+	}
+	b.ps = make([]pending, 1+len(b.items))
+	b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for i := range b.items {
+		select {
+		case cpu <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return fail(ctx.Err())
+		}
+		wg.Go(func() {
+			p, err := rewrapItem(b.rot, &b.items[i], b.order)
+			<-cpu
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			b.ps[1+i] = p
+			b.bytes += b.items[i].size
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fail(firstErr)
+	}
+	return b
+}
+
+// rewrapItem returns the record that replaces an item: the same meta
+// (superseding the old record, naming the order) and the re-wrapped body
+// (the new key packet, then the data packet from memory for small items,
+// streaming from the drives during the commit for large ones).
+func rewrapItem(rot *bailiff.Rotation, it *readItem, order string) (pending, error) {
+	m := it.meta
+	m.Supersedes = it.record
+	m.Attrs = withAttr(m.Attrs, attrReencap, order)
+	src := it.stream
+	if src == nil {
+		src = bytes.NewReader(it.body)
+	}
+	rw, err := rot.Rewrap(src)
+	if err != nil {
+		return pending{}, fmt.Errorf("appliance: escrow rotation: record %d (item %s version %d): %w", it.record, m.ItemID, m.Version, err)
+	}
+	return pending{storage.TypeItem, m, rw}, nil
+}
