@@ -298,7 +298,7 @@ func pkeskVersion(head []byte) int {
 		return 0
 	}
 	var tag byte
-	n := 1 // header length so far
+	n := 1                 // header length so far
 	if head[0]&0x40 != 0 { // new format
 		tag = head[0] & 0x3f
 		switch l := head[1]; {
