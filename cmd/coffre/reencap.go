@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	register("reencap", "plan | run | status: re-encapsulate what ageing algorithms protect", cmdReencap)
+	register("reencap", "plan | run | status | retire: re-encapsulate what ageing algorithms protect", cmdReencap)
 }
 
 func cmdReencap(args []string) int {
@@ -18,10 +18,14 @@ func cmdReencap(args []string) int {
 		"plan":   reencapPlan,
 		"run":    reencapRun,
 		"status": reencapStatus,
+		"retire": reencapRetire,
 	})
 }
 
 func reencapRun(args []string) int {
+	if runKind(args) == "upgrade" {
+		return reencapUpgrade(args) // quorum kind: its own flags (reencap_upgrade.go)
+	}
 	fs := newFlags("reencap run", "--state DIR --kind record [--new-epoch]")
 	var k keystoreFlags
 	k.register(fs)
@@ -32,7 +36,7 @@ func reencapRun(args []string) int {
 		return code
 	}
 	if *kind != "record" {
-		return fail(usagef("--kind %q: this version runs the record-layer rekey (--kind record); the quorum kinds (roster, rewrap, upgrade) are planned but not run yet", *kind))
+		return fail(usagef("--kind %q: this version runs the record-layer rekey (--kind record); --kind upgrade runs the algorithm upgrade under a quorum; the other quorum kinds (roster, rewrap) are planned but not run yet", *kind))
 	}
 	a, err := k.open()
 	if err != nil {
@@ -79,11 +83,18 @@ func reencapStatus(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	upgrade, upgradeLine, err := upgradeStatus(a)
+	if err != nil {
+		return fail(err)
+	}
 	if *asJSON {
-		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs})
+		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs, "upgrade": upgrade})
+	}
+	if upgradeLine != "" {
+		fmt.Println(upgradeLine)
 	}
 	if !ok {
-		fmt.Println("no re-encapsulation job has run")
+		fmt.Println("no record-layer rekey has run")
 	} else {
 		fmt.Printf("record-layer rekey to epoch %d: %s, %d of %d records %s\n", job.Epoch, job.Status, job.Done, job.Total, bar(100*float64(job.Done)/float64(max(1, job.Total)), 30))
 	}
