@@ -72,7 +72,7 @@ const DefaultUpgradeBatch = 1000
 // upgradeBufferBytes bounds the re-encrypted items a batch holds in memory;
 // larger items are streamed into the batch (at most upgradeStreamed each).
 const (
-	upgradeBufferBytes = 64 << 20
+	upgradeBufferBytes = 32 << 20
 	upgradeStreamed    = 4
 )
 
@@ -309,22 +309,46 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	if err != nil {
 		return nil, err
 	}
+	if o.MaxUsers > 0 && len(users) > o.MaxUsers {
+		users = users[:o.MaxUsers]
+	}
+	// Two stages: one goroutine prepares each user's batches (new escrow,
+	// old escrow opened by the quorum, items re-encrypted on every core),
+	// this one appends them in order; so re-encryption of the next batch
+	// overlaps the drives' writes and syncs of the last.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan *upgradeBatch, 1)
+	perr := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		perr <- a.produceUpgrade(pctx, q, r, od, users, live, o.BatchItems, ch)
+	}()
 	finished := 0
-	for _, u := range users {
-		if o.MaxUsers > 0 && finished >= o.MaxUsers {
-			break
+	var cerr error
+	for b := range ch {
+		if cerr != nil {
+			b.release() // after a failed append: drop what is queued
+			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return job, err
+		if err := a.commitUpgradeBatch(ctx, b, job, o.Progress); err != nil {
+			cerr = err
+			cancel()
+			continue
 		}
-		if err := a.upgradeUser(ctx, q, r, od, u, live[u], o.BatchItems, job, o.Progress); err != nil {
+		if b.last {
+			finished++
+			job.UsersDone++
 			a.putUpgradeJob(job)
-			return job, err
+			say("user %s: post-quantum escrow key, %d of %d items done", b.user, job.Done, job.Total)
 		}
-		finished++
-		job.UsersDone++
+	}
+	if err := <-perr; cerr == nil && err != nil {
+		cerr = err
+	}
+	if cerr != nil {
 		a.putUpgradeJob(job)
-		say("user %s: post-quantum escrow key, %d of %d items done", u, job.Done, job.Total)
+		return job, cerr
 	}
 	if finished == len(users) {
 		job.Status = "done"
@@ -333,141 +357,257 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	return job, nil
 }
 
-// countUpgradeItems counts the live items of users not yet in the PQ
-// profile.
-func (a *Appliance) countUpgradeItems(users []string) (int, error) {
-	n := 0
-	for _, u := range users {
-		if u == checkUser {
-			continue
-		}
-		items, err := a.cat.Live(u)
-		if err != nil {
-			return 0, err
-		}
-		for _, e := range items {
-			if e.Meta.Kind == catalog.KindItem && !pqItem(e.Meta) {
-				n++
-			}
-		}
-	}
-	return n, nil
+// upgradeBatch is one atomic batch of an upgrade, prepared and waiting to
+// be appended. The user's lock and the old escrow key are held until the
+// user's last batch is appended (streamed items still read through the key
+// during the append).
+type upgradeBatch struct {
+	user      string
+	recs      []pending // nil: the user needed nothing
+	cleanup   func()
+	items     int
+	bytes     int64
+	newEscrow *bailiff.Escrow // this batch carries the new escrow record
+	last      bool            // the user's last batch
+	done      []func()        // on the last batch: close the key, unlock the user
 }
 
-// upgradeUser moves one user to a post-quantum escrow, resuming from what
-// the drives hold.
-func (a *Appliance) upgradeUser(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order [32]byte, user string, escrowRecs []uint64,
-	batchItems int, job *UpgradeJob, progress func(done, total int)) error {
-	unlock := a.lockUser(user)
-	defer unlock()
-	var oldE, newE *bailiff.Escrow
-	var oldIdx, newIdx uint64
+// release frees what the batch holds, once it is appended or dropped.
+func (b *upgradeBatch) release() {
+	if b.cleanup != nil {
+		b.cleanup()
+		b.cleanup = nil
+	}
+	for _, f := range b.done {
+		f()
+	}
+	b.done = nil
+}
+
+func (a *Appliance) commitUpgradeBatch(ctx context.Context, b *upgradeBatch, job *UpgradeJob, progress func(done, total int)) error {
+	defer b.release()
+	if len(b.recs) == 0 {
+		return nil
+	}
+	if _, err := a.commitBatch(ctx, b.recs); err != nil {
+		return fmt.Errorf("appliance: upgrade of %s: %w", b.user, err)
+	}
+	if b.newEscrow != nil {
+		a.mu.Lock()
+		a.escrows[b.user] = b.newEscrow // new uploads of this user are sealed post-quantum from now on
+		a.mu.Unlock()
+	}
+	job.Done += b.items
+	job.Bytes += b.bytes
+	a.putUpgradeJob(job)
+	if progress != nil {
+		progress(job.Done, job.Total)
+	}
+	return nil
+}
+
+// produceUpgrade prepares the batches of each user in turn. The setup of
+// the next user (reading its escrows, opening the old one with the quorum,
+// generating the new one: single-threaded public-key work) runs while the
+// items of the current user are re-encrypted, so no core idles between
+// users.
+func (a *Appliance) produceUpgrade(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, order [32]byte, users []string, live map[string][]uint64,
+	batchItems int, out chan<- *upgradeBatch) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	send := func(b *upgradeBatch) error {
+		select {
+		case out <- b:
+			return nil
+		case <-ctx.Done():
+			b.release()
+			return ctx.Err()
+		}
+	}
+	setups := make(chan *userSetup, 1)
+	serr := make(chan error, 1)
+	go func() {
+		defer close(setups)
+		for _, u := range users {
+			s, err := a.setupUser(ctx, q, r, u, live[u])
+			if err != nil {
+				serr <- err
+				return
+			}
+			select {
+			case setups <- s:
+			case <-ctx.Done():
+				s.release()
+				serr <- ctx.Err()
+				return
+			}
+		}
+		serr <- nil
+	}()
+	var perr error
+	for s := range setups {
+		if perr != nil {
+			s.release()
+			continue
+		}
+		if perr = a.produceBatches(ctx, r, order, s, batchItems, send); perr != nil {
+			cancel()
+		}
+	}
+	if err := <-serr; perr == nil {
+		perr = err
+	}
+	return perr
+}
+
+// userSetup is what the upgrade of one user starts from, read from the
+// drives (so a resumed job starts where the last one stopped): the live
+// escrows — the old one, and the new one when an earlier run got that far —
+// and the live items not yet in the post-quantum profile. It holds the
+// user's lock and the opened old escrow key until its last batch is
+// appended.
+type userSetup struct {
+	user           string
+	oldE, newE     *bailiff.Escrow
+	oldIdx, newIdx uint64
+	todo           []catalog.Entry
+	key            *bailiff.EscrowKey
+	done           []func() // close the key, unlock the user
+	nothing        bool     // already upgraded
+}
+
+func (s *userSetup) release() {
+	for _, f := range s.done {
+		f()
+	}
+	s.done = nil
+}
+
+func (a *Appliance) setupUser(ctx context.Context, q *bailiff.Quorum, r *bailiff.Roster, user string, escrowRecs []uint64) (s *userSetup, err error) {
+	s = &userSetup{user: user, done: []func(){a.lockUser(user)}}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
 	for _, idx := range escrowRecs {
 		b, err := a.readRecord(idx)
 		if err != nil {
-			return fmt.Errorf("appliance: upgrade: escrow of %s (record %d): %w", user, idx, err)
+			return nil, fmt.Errorf("appliance: upgrade: escrow of %s (record %d): %w", user, idx, err)
 		}
 		e, err := bailiff.ParseEscrow(b, time.Now())
 		if err != nil {
-			return fmt.Errorf("appliance: upgrade: escrow of %s (record %d): %w", user, idx, err)
+			return nil, fmt.Errorf("appliance: upgrade: escrow of %s (record %d): %w", user, idx, err)
 		}
 		switch {
-		case e.PQ() && newE == nil:
-			newE, newIdx = e, idx
-		case !e.PQ() && oldE == nil:
-			oldE, oldIdx = e, idx
+		case e.PQ() && s.newE == nil:
+			s.newE, s.newIdx = e, idx
+		case !e.PQ() && s.oldE == nil:
+			s.oldE, s.oldIdx = e, idx
 		default:
-			return fmt.Errorf("appliance: upgrade: user %s has two live escrows of the same kind (records %v): run `coffre catalog rebuild`, then `coffre audit`", user, escrowRecs)
+			return nil, fmt.Errorf("appliance: upgrade: user %s has two live escrows of the same kind (records %v): run `coffre catalog rebuild`, then `coffre audit`", user, escrowRecs)
 		}
 	}
-	var todo []catalog.Entry
 	if user != checkUser {
 		items, err := a.cat.Live(user)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, e := range items {
 			if e.Meta.Kind == catalog.KindItem && !pqItem(e.Meta) {
-				todo = append(todo, e)
+				s.todo = append(s.todo, e)
 			}
 		}
 	}
-	slices.SortFunc(todo, func(x, y catalog.Entry) int { return cmpU64(x.Record, y.Record) })
-	if oldE == nil {
-		if len(todo) > 0 {
-			return fmt.Errorf("appliance: upgrade: user %s has %d items outside the post-quantum profile but no live classical escrow to open them", user, len(todo))
+	slices.SortFunc(s.todo, func(x, y catalog.Entry) int { return cmpU64(x.Record, y.Record) })
+	if s.oldE == nil {
+		if len(s.todo) > 0 {
+			return nil, fmt.Errorf("appliance: upgrade: user %s has %d items outside the post-quantum profile but no live classical escrow to open them", user, len(s.todo))
 		}
-		return nil // already upgraded
+		s.nothing = true
+		return s, nil
 	}
-	if newE == nil {
-		var err error
-		if user == checkUser {
-			newE, err = bailiff.NewVaultCheckPQ(r, time.Now())
-		} else {
-			newE, err = bailiff.NewEscrowPQ(user, r)
-		}
-		if err != nil {
-			return err
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// The new escrow is generated while the quorum opens the old one.
+	gen := make(chan error, 1)
+	if s.newE == nil {
+		go func() {
+			var err error
+			if user == checkUser {
+				s.newE, err = bailiff.NewVaultCheckPQ(r, time.Now())
+			} else {
+				s.newE, err = bailiff.NewEscrowPQ(user, r)
+			}
+			gen <- err
+		}()
+	} else {
+		gen <- nil
+	}
+	var openErr error
+	if len(s.todo) > 0 {
+		if s.key, openErr = q.OpenEscrow(s.oldE); openErr == nil {
+			s.done = append([]func(){s.key.Close}, s.done...)
 		}
 	}
-	var key *bailiff.EscrowKey
-	if len(todo) > 0 {
-		var err error
-		if key, err = q.OpenEscrow(oldE); err != nil {
-			return err
-		}
-		defer key.Close()
+	if err := <-gen; err != nil {
+		return nil, err
 	}
-	chunks := chunkItems(todo, batchItems)
+	if openErr != nil {
+		return nil, openErr
+	}
+	return s, nil
+}
+
+// produceBatches cuts a user's items into batches and prepares each.
+func (a *Appliance) produceBatches(ctx context.Context, r *bailiff.Roster, order [32]byte, s *userSetup, batchItems int, send func(*upgradeBatch) error) error {
+	if s.nothing {
+		b := &upgradeBatch{user: s.user, last: true, done: s.done}
+		s.done = nil
+		return send(b)
+	}
+	defer s.release() // unless handed to the last batch
+	chunks := chunkItems(s.todo, batchItems)
 	for ci, chunk := range chunks {
 		last := ci == len(chunks)-1
-		var batch []pending
-		newInBatch := newIdx == 0 && ci == 0
+		b := &upgradeBatch{user: s.user, last: last, items: len(chunk)}
+		newInBatch := s.newIdx == 0 && ci == 0
 		if newInBatch {
-			m := catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Algorithms: escrowAlgorithmsFor(newE), Attrs: map[string]string{"reencap": bailiff.ActionUpgrade}}
+			m := catalog.Meta{Kind: catalog.KindEscrow, UserID: s.user, Algorithms: escrowAlgorithmsFor(s.newE), Attrs: map[string]string{"reencap": bailiff.ActionUpgrade}}
 			if last {
-				m.Supersedes = oldIdx
+				m.Supersedes = s.oldIdx
 			}
-			batch = append(batch, pending{storage.TypeEscrow, m, bytes.NewReader(newE.Marshal())})
+			b.recs = append(b.recs, pending{storage.TypeEscrow, m, bytes.NewReader(s.newE.Marshal())})
+			b.newEscrow = s.newE
 		}
-		items, cleanup, err := a.prepareUpgrade(ctx, key, newE, chunk)
+		items, cleanup, err := a.prepareUpgrade(ctx, s.key, s.newE, chunk)
 		if err != nil {
 			return err
 		}
-		batch = append(batch, items...)
+		b.cleanup = cleanup
+		b.recs = append(b.recs, items...)
 		if last && !newInBatch {
-			batch = append(batch, pending{storage.TypeSupersede, catalog.Meta{Kind: catalog.KindSupersede, UserID: user, Supersedes: oldIdx,
+			b.recs = append(b.recs, pending{storage.TypeSupersede, catalog.Meta{Kind: catalog.KindSupersede, UserID: s.user, Supersedes: s.oldIdx,
 				Attrs: map[string]string{"reencap": bailiff.ActionUpgrade}}, nil})
 		}
 		step := &bailiff.ReencapStep{VaultID: r.VaultID, Order: order, Action: bailiff.ActionUpgrade, Created: time.Now().UTC().Truncate(time.Second),
-			UserID: user, OldEscrow: oldIdx, OldEscrowKey: oldE.Fingerprint, NewEscrowKey: newE.Fingerprint, EscrowDone: last}
-		var size int64
+			UserID: s.user, OldEscrow: s.oldIdx, OldEscrowKey: s.oldE.Fingerprint, NewEscrowKey: s.newE.Fingerprint, EscrowDone: last}
 		for _, e := range chunk {
 			step.Items = append(step.Items, bailiff.StepItem{Record: e.Record, Digest: e.Meta.Digest})
-			size += e.Meta.Size
+			b.bytes += e.Meta.Size
 		}
 		if err := step.Sign(a.ingest[0], time.Now()); err != nil {
 			cleanup()
 			return err
 		}
-		batch = append(batch, pending{storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap, UserID: user,
+		b.recs = append(b.recs, pending{storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap, UserID: s.user,
 			Attrs: map[string]string{"step": "upgrade", "action": bailiff.ActionUpgrade, "order": hex.EncodeToString(order[:])}}, bytes.NewReader(step.Marshal())})
-		idx, err := a.commitBatch(ctx, batch)
-		cleanup()
-		if err != nil {
-			return fmt.Errorf("appliance: upgrade of %s: %w", user, err)
+		if last {
+			b.done, s.done = s.done, nil // the consumer closes the key and unlocks the user after this append
 		}
-		if newInBatch {
-			newIdx = idx[0]
-			a.mu.Lock()
-			a.escrows[user] = newE // new uploads of this user are sealed post-quantum from now on
-			a.mu.Unlock()
-		}
-		job.Done += len(chunk)
-		job.Bytes += size
-		a.putUpgradeJob(job)
-		if progress != nil {
-			progress(job.Done, job.Total)
+		if err := send(b); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -649,4 +789,25 @@ func (a *Appliance) checkNotMidUpgrade(user string) error {
 		return fmt.Errorf("appliance: the algorithm upgrade of %s was interrupted (%d live escrows): finish it with `coffre reencap run --kind upgrade` first", user, n)
 	}
 	return nil
+}
+
+// countUpgradeItems counts the live items of users not yet in the PQ
+// profile.
+func (a *Appliance) countUpgradeItems(users []string) (int, error) {
+	n := 0
+	for _, u := range users {
+		if u == checkUser {
+			continue
+		}
+		items, err := a.cat.Live(u)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range items {
+			if e.Meta.Kind == catalog.KindItem && !pqItem(e.Meta) {
+				n++
+			}
+		}
+	}
+	return n, nil
 }

@@ -79,9 +79,13 @@ func (e *env) ingestItems(items map[string][]byte, userOf func(name string) stri
 		}
 		paths = append(paths, p)
 	}
-	bundle := e.path(fmt.Sprintf("bundle-%d", rand.IntN(1<<30)))
-	e.coffre(append([]string{"courier", "usb", "--out", bundle}, paths...)...)
-	e.coffre("ingest", "usb", "--state", e.state, bundle)
+	for len(paths) > 0 { // a USB bundle holds at most 1024 files
+		n := min(len(paths), 1000)
+		bundle := e.path(fmt.Sprintf("bundle-%d", rand.IntN(1<<30)))
+		e.coffre(append([]string{"courier", "usb", "--out", bundle}, paths[:n]...)...)
+		e.coffre("ingest", "usb", "--state", e.state, bundle)
+		paths = paths[n:]
+	}
 }
 
 func mapsKeys(m map[string][]byte) func(func(string) bool) {
@@ -446,7 +450,7 @@ func signAndOpen(t *testing.T, e *env, r *bailiff.Roster, o *bailiff.ReencapOrde
 // every user ends with one live escrow, the users not yet reached are
 // untouched, and restitution and audit work at the end.
 func TestAlgorithmUpgradeResumesAfterKill(t *testing.T) {
-	const users, perUser = 20, 8
+	const users, perUser = 20, 12
 	e := newVault(t)
 	items := map[string][]byte{}
 	for u := 0; u < users; u++ {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -40,8 +41,10 @@ const (
 // ItemAlgorithmsPQ is what SealItemPQ uses.
 var ItemAlgorithmsPQ = Algorithms{Key: AlgKeyPQ, PKESK: AlgPKESKPQ, Data: AlgDataPQ, Digest: "sha256"}
 
-// pqChunkSize is the SEIPD v2 chunk size (2^18: chunk size octet 12).
-const pqChunkSize = 1 << 18
+// pqChunkSize is the SEIPD v2 chunk size (2^16: chunk size octet 10), the
+// record layer's chunk size too. go-crypto allocates one chunk per message
+// on both sides; most items are far smaller.
+const pqChunkSize = 1 << 16
 
 // pqConfig pins the PQ profile. AEADConfig set means v6 PKESK and SEIPD v2
 // wherever go-crypto decides from the config; the item writer below does
@@ -256,7 +259,11 @@ func sealToPQ(w io.Writer, pub *packet.PublicKey, plaintext io.Reader, now time.
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(w, sealBuf)
+	bufs := pqBufPool.Get().(*pqBufs)
+	defer pqBufPool.Put(bufs)
+	bw := bufs.w
+	bw.Reset(w)
+	defer bw.Reset(nil)
 	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(bw, pub, packet.CipherAES256, true, key, true, cfg); err != nil {
 		return err
 	}
@@ -269,9 +276,8 @@ func sealToPQ(w io.Writer, pub *packet.PublicKey, plaintext io.Reader, now time.
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, sealBuf)
-	defer clear(buf)
-	if _, err := io.CopyBuffer(lit, onlyReader{plaintext}, buf); err != nil {
+	defer clear(bufs.copy)
+	if _, err := io.CopyBuffer(lit, onlyReader{plaintext}, bufs.copy); err != nil {
 		return err
 	}
 	if err := lit.Close(); err != nil { // closes the SEIPD packet too (final tag)
@@ -279,6 +285,17 @@ func sealToPQ(w io.Writer, pub *packet.PublicKey, plaintext io.Reader, now time.
 	}
 	return bw.Flush()
 }
+
+// pqBufs are the buffers of one sealToPQ, reused: items are sealed by the
+// thousand during an upgrade, most of them far smaller than the buffers.
+type pqBufs struct {
+	w    *bufio.Writer
+	copy []byte
+}
+
+var pqBufPool = sync.Pool{New: func() any {
+	return &pqBufs{w: bufio.NewWriterSize(nil, pqChunkSize), copy: make([]byte, pqChunkSize)}
+}}
 
 // openItemAny opens an item in either profile, telling them apart by the
 // version of the first key packet (3: GnuPG 2.2 profile, 6: PQ profile).
