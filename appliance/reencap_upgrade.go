@@ -811,3 +811,19 @@ func (a *Appliance) countUpgradeItems(users []string) (int, error) {
 	}
 	return n, nil
 }
+
+// newUserEscrow makes the escrow of a user's first upload. Once the vault
+// has been moved to post-quantum escrow keys — its verify-shares check
+// escrow is post-quantum, which the algorithm upgrade does for every vault
+// it runs on — new users get a post-quantum escrow too, so nothing new is
+// made that the next plan would list for kind 4.
+func (a *Appliance) newUserEscrow(user string, r *bailiff.Roster) (*bailiff.Escrow, error) {
+	check, err := a.loadEscrow(checkUser)
+	if err != nil {
+		return nil, err
+	}
+	if check != nil && check.PQ() {
+		return bailiff.NewEscrowPQ(user, r)
+	}
+	return bailiff.NewEscrow(user, r)
+}

@@ -181,7 +181,7 @@ func TestAlgorithmUpgradeEndToEnd(t *testing.T) {
 		"b-note":     []byte("bob's note\n"),
 		"c-will":     []byte("carol's will\n"),
 	}
-	owner := func(n string) string { return map[byte]string{'a': "alice", 'b': "bob", 'c': "carol"}[n[0]] }
+	owner := func(n string) string { return map[byte]string{'a': "alice", 'b': "bob", 'c': "carol", 'd': "dave"}[n[0]] }
 	e.ingestItems(contents, owner)
 
 	plan := func(at string) *policy.PlanResult {
@@ -277,11 +277,18 @@ func TestAlgorithmUpgradeEndToEnd(t *testing.T) {
 	}
 	a.Close()
 
-	// A new version uploaded after the upgrade is sealed post-quantum.
-	e.ingestItems(map[string][]byte{"a-late": []byte("written after the upgrade\n")}, owner)
+	// A new version uploaded after the upgrade is sealed post-quantum, and
+	// a new user gets a post-quantum escrow from the start.
+	e.ingestItems(map[string][]byte{"a-late": []byte("written after the upgrade\n"), "d-first": []byte("dave's first item\n")}, owner)
 	a = e.open()
 	if s := readState(t, a, "alice"); s.liveItems != 4 || s.pqItems != 4 {
 		t.Fatalf("alice after a new upload: %+v", s)
+	}
+	if s := readState(t, a, "dave"); s.liveItems != 1 || s.pqItems != 1 || len(s.escrows) != 1 || !s.escrows[0].PQ() {
+		t.Fatalf("new user after the upgrade: %+v", s)
+	}
+	if r, err := a.ReencapPlan(nil, day2036); err != nil || r.Group(policy.AlgorithmUpgrade) != nil {
+		t.Fatalf("2036 after new uploads: %v\n%s", err, r)
 	}
 	a.Close()
 	contents["a-late"] = []byte("written after the upgrade\n")
