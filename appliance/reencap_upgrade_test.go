@@ -181,7 +181,9 @@ func TestAlgorithmUpgradeEndToEnd(t *testing.T) {
 		"b-note":     []byte("bob's note\n"),
 		"c-will":     []byte("carol's will\n"),
 	}
-	owner := func(n string) string { return map[byte]string{'a': "alice", 'b': "bob", 'c': "carol", 'd': "dave"}[n[0]] }
+	owner := func(n string) string {
+		return map[byte]string{'a': "alice", 'b': "bob", 'c': "carol", 'd': "dave"}[n[0]]
+	}
 	e.ingestItems(contents, owner)
 
 	plan := func(at string) *policy.PlanResult {
