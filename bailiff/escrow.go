@@ -382,11 +382,10 @@ func (e *Escrow) openKey(shares []shamir.Share, now time.Time) (*openpgp.Entity,
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key does not open (bundle damaged or not this user's)", e.UserID)
 	}
 	defer clear(secret)
-	el, err := openpgp.ReadKeyRing(bytes.NewReader(secret))
-	if err != nil || len(el) != 1 || el[0].PrivateKey == nil {
+	key, err := readSealedKey(secret)
+	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key is not an OpenPGP secret key", e.UserID)
 	}
-	key := el[0]
 	if Fingerprint(key) != e.Fingerprint {
 		wipeEntity(key)
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key fingerprint differs from the bundle", e.UserID)

@@ -120,3 +120,27 @@ func FuzzOpenItemPQ(f *testing.F) {
 		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 	})
 }
+
+// FuzzOpenItemFast feeds the upgrade's item reader (crypto/ecdh key packet
+// path, falling back to the general reader) under the fixed P-521 test key.
+func FuzzOpenItemFast(f *testing.F) {
+	b, err := os.ReadFile("testdata/item-key.sec")
+	if err != nil {
+		f.Fatal(err)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	if err != nil {
+		f.Fatal(err)
+	}
+	fk := newFastKey(el[0])
+	if fk == nil {
+		f.Fatal("the test key is not an ECDH P-521 escrow key")
+	}
+	f.Fuzz(func(t *testing.T, ct []byte) {
+		r, err := openItemFast(bytes.NewReader(ct), el, fk)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+	})
+}

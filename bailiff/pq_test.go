@@ -2,6 +2,7 @@ package bailiff
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -453,4 +454,152 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestReadSealedKey: the reader of AEAD-authenticated escrow secret keys
+// gives an entity that works like ReadKeyRing's, for both key versions, and
+// refuses what is not one unencrypted secret key.
+func TestReadSealedKey(t *testing.T) {
+	now := time.Now()
+	v1, err := newP521Entity("Coffre escrow key", "", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := newPQEntity(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []*openpgp.Entity{v1, v2} {
+		var sec bytes.Buffer
+		if err := k.SerializePrivateWithoutSigning(&sec, nil); err != nil {
+			t.Fatal(err)
+		}
+		e, err := readSealedKey(sec.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if Fingerprint(e) != Fingerprint(k) {
+			t.Fatal("fingerprint differs")
+		}
+		enc, ok := e.EncryptionKey(now)
+		if !ok {
+			t.Fatalf("v%d: no encryption key", k.PrimaryKey.Version)
+		}
+		var ct bytes.Buffer
+		if k.PrimaryKey.Version == 6 {
+			err = sealToPQ(&ct, enc.PublicKey, strings.NewReader("x"), now)
+		} else {
+			err = encryptBytes(&ct, e, []byte("x"), true, now)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := openItemAny(&ct, openpgp.EntityList{e})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(r); err != nil || string(b) != "x" {
+			t.Fatalf("v%d: %q %v", k.PrimaryKey.Version, b, err)
+		}
+		var pub bytes.Buffer
+		k.Serialize(&pub)
+		if _, err := readSealedKey(pub.Bytes()); err == nil {
+			t.Fatal("public key accepted")
+		}
+		if _, err := readSealedKey(sec.Bytes()[:sec.Len()/2]); err == nil {
+			t.Fatal("truncated key accepted")
+		}
+	}
+	if _, err := readSealedKey([]byte("junk")); err == nil {
+		t.Fatal("junk accepted")
+	}
+}
+
+// TestRosterVerifyRemembers: Verify remembers only the exact bytes that
+// verified; any change is verified again.
+func TestRosterVerifyRemembers(t *testing.T) {
+	v := getVault(t)
+	r, err := ParseRoster(v.roster.Marshal(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	r.Threshold = 3
+	if err := r.Verify(); err == nil {
+		t.Fatal("threshold changed after verification, still verifies")
+	}
+	r.Threshold = 2
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	for f := range r.Signatures {
+		delete(r.Signatures, f)
+		break
+	}
+	if err := r.Verify(); err == nil {
+		t.Fatal("signature removed after verification, still verifies")
+	}
+}
+
+// TestFastOpen: the crypto/ecdh key packet path gives the same plaintext
+// as go-crypto's for items of every size, is taken for SealItem's shape,
+// and anything it does not take still opens (or fails) as before.
+func TestFastOpen(t *testing.T) {
+	v := getVault(t)
+	esc := mustEscrow(t, "user-fast", v)
+	q := v.quorum(t, v.upgradeOrder(t, []string{"user-fast"}, 0, 1), 0, 1)
+	k, err := q.OpenEscrow(esc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if k.fast == nil {
+		t.Fatal("no fast key for a P-521 escrow")
+	}
+	for _, size := range []int{0, 1, 1024, sealBuf - 1, sealBuf + 7, 3 << 20} {
+		pt := make([]byte, size)
+		rand.Read(pt)
+		ct := sealBytes(t, esc, pt)
+		n, sk := k.fast.sessionKey(ct[:min(len(ct), 512)])
+		if sk == nil || n == 0 {
+			t.Fatalf("size %d: fast path not taken", size)
+		}
+		if slow := sessionKey(t, ct, k.key); !bytes.Equal(sk, slow) {
+			t.Fatalf("size %d: session keys differ", size)
+		}
+		if got := readAll(t, k, ct); !bytes.Equal(got, pt) {
+			t.Fatalf("size %d: plaintext differs", size)
+		}
+		// damage: flipped data fails at the end, as with the slow path
+		r, err := k.Open(bytes.NewReader(flip(ct, len(ct)-5)))
+		if err == nil {
+			_, err = io.ReadAll(r)
+		}
+		if err == nil {
+			t.Fatalf("size %d: damaged item opened", size)
+		}
+	}
+	// a damaged key packet is not taken by the fast path and fails in the slow one
+	ct := sealBytes(t, esc, []byte("x"))
+	bad := flip(ct, 40)
+	if _, sk := k.fast.sessionKey(bad); sk != nil {
+		t.Fatal("fast path took a damaged key packet")
+	}
+	if r, err := k.Open(bytes.NewReader(bad)); err == nil {
+		if _, err := io.ReadAll(r); err == nil {
+			t.Fatal("damaged key packet opened")
+		}
+	}
+	// another escrow's item: not opened
+	other := sealBytes(t, mustEscrow(t, "user-fast", v), []byte("y"))
+	if r, err := k.Open(bytes.NewReader(other)); err == nil {
+		if _, err := io.ReadAll(r); err == nil {
+			t.Fatal("another escrow's item opened")
+		}
+	}
 }

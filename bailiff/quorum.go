@@ -115,8 +115,9 @@ func (q *Quorum) GoString() string { return q.String() }
 
 // EscrowKey is one opened escrow private key. Close wipes it.
 type EscrowKey struct {
-	esc *Escrow
-	key *openpgp.Entity
+	esc  *Escrow
+	key  *openpgp.Entity
+	fast *fastKey // the same key for crypto/ecdh (fastopen.go), or nil
 }
 
 // OpenEscrow rebuilds the escrow private key of a user the order lists:
@@ -166,7 +167,7 @@ func (q *Quorum) OpenEscrow(esc *Escrow) (*EscrowKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &EscrowKey{esc: esc, key: key}, nil
+	return &EscrowKey{esc: esc, key: key, fast: newFastKey(key)}, nil
 }
 
 // Escrow returns the bundle the key belongs to.
@@ -178,13 +179,13 @@ func (k *EscrowKey) Open(item io.Reader) (io.Reader, error) {
 	if k.key == nil {
 		return nil, errors.New("bailiff: escrow key already closed")
 	}
-	return openItemAny(item, openpgp.EntityList{k.key})
+	return openItemFast(item, openpgp.EntityList{k.key}, k.fast)
 }
 
 // Close wipes the escrow private key.
 func (k *EscrowKey) Close() {
 	wipeEntity(k.key)
-	k.key = nil
+	k.key, k.fast = nil, nil // crypto/ecdh keys cannot be overwritten; dropped
 }
 
 // String describes the key without its secret.
