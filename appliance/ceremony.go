@@ -297,10 +297,10 @@ func (a *Appliance) escrowFor(user string) (*bailiff.Escrow, *pending, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if e, err = bailiff.NewEscrow(user, r); err != nil {
+	if e, err = a.newUserEscrow(user, r); err != nil { // post-quantum once the vault is (reencap_upgrade.go)
 		return nil, nil, err
 	}
-	return e, &pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Algorithms: escrowAlgorithms()}, bytesReader(e.Marshal())}, nil
+	return e, &pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: user, Algorithms: escrowAlgorithmsFor(e)}, bytesReader(e.Marshal())}, nil
 }
 
 // loadEscrow finds the user's live escrow on the drives (nil if none).

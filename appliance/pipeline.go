@@ -107,7 +107,7 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 		ContentType: m.ContentType,
 		Size:        m.Size,
 		Digest:      m.Digest,
-		Algorithms:  algorithmList(bailiff.ItemAlgorithms),
+		Algorithms:  algorithmList(esc.ItemAlgorithms()), // post-quantum once the user's escrow is upgraded
 	}
 	if len(m.Beneficiaries) > 0 {
 		meta.Attrs = map[string]string{"beneficiaries": designationsAttr(m.Beneficiaries)}
@@ -115,14 +115,14 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 	var body io.Reader
 	if m.Size <= bufferLimit {
 		var buf bytes.Buffer
-		if _, err := bailiff.SealItem(&buf, esc.PublicKey(), up.Content); err != nil {
+		if _, err := bailiff.SealEscrowItem(&buf, esc, up.Content); err != nil {
 			return nil, fmt.Errorf("appliance: upload %s: %w", up.UploadID, err)
 		}
 		body = &buf
 	} else {
 		pr, pw := io.Pipe()
 		go func() {
-			_, err := bailiff.SealItem(pw, esc.PublicKey(), up.Content)
+			_, err := bailiff.SealEscrowItem(pw, esc, up.Content)
 			pw.CloseWithError(err)
 		}()
 		defer pr.Close()

@@ -98,6 +98,9 @@ func (a *Appliance) Restitute(ctx context.Context, o RestituteOptions) (*Restitu
 	if esc == nil {
 		return nil, fmt.Errorf("appliance: user %s has nothing in this vault", order.UserID)
 	}
+	if err := a.checkNotMidUpgrade(order.UserID); err != nil {
+		return nil, err
+	}
 	u, err := bailiff.NewUnlock(r, order, esc, bailiff.UnlockOptions{TTL: 15 * time.Minute, Uses: 1})
 	if err != nil {
 		return nil, err

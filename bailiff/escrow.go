@@ -31,6 +31,10 @@ const checkUserID = ReservedPrefix + "verify-shares"
 // K, and K split k-of-n with each share encrypted to one bailiff. It holds
 // nothing secret in the clear and is stored as a record by the appliance.
 type Escrow struct {
+	// Version is the bundle version: 1 for a P-521 escrow key (items in
+	// the GnuPG 2.2 profile), 2 for a post-quantum hybrid escrow key
+	// (pq.go; items in the PQ profile). 0 reads as 1.
+	Version      int
 	UserID       string
 	RosterDigest [32]byte
 	Fingerprint  string // escrow key fingerprint, lowercase hex
@@ -58,10 +62,10 @@ func (e *Escrow) PublicKey() *openpgp.Entity { return e.pub }
 // ArmoredPublic returns the escrow public key armored.
 func (e *Escrow) ArmoredPublic() ([]byte, error) { return armorBytes(e.Public, openpgp.PublicKeyType) }
 
-// escrowAD is the associated data binding the sealed key to its user and
-// key.
-func escrowAD(userID, fingerprint string) []byte {
-	return []byte("coffre/escrow/v1\x00" + userID + "\x00" + fingerprint)
+// escrowAD is the associated data binding the sealed key to its bundle
+// version, user and key.
+func escrowAD(version int, userID, fingerprint string) []byte {
+	return []byte(fmt.Sprintf("coffre/escrow/v%d\x00", max(version, 1)) + userID + "\x00" + fingerprint)
 }
 
 // NewEscrow creates the escrow of one user, on the user's first upload. The
@@ -74,24 +78,40 @@ func NewEscrow(userID string, r *Roster) (*Escrow, error) {
 	return newEscrow(userID, r, time.Now())
 }
 
-// newEscrow makes the escrow of userID at time now.
+// newEscrow makes the escrow of userID at time now (bundle v1, P-521).
 func newEscrow(userID string, r *Roster, now time.Time) (*Escrow, error) {
+	return makeEscrow(userID, r, now, 1)
+}
+
+// makeEscrow makes an escrow bundle of the given version: a fresh escrow
+// key of that version's profile, sealed under a random K split to the
+// roster's bailiffs.
+func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, error) {
 	if err := canon.CheckID(userID, MaxIDLen); err != nil {
 		return nil, fmt.Errorf("bailiff: user id: %v", err)
 	}
 	if err := r.Verify(); err != nil {
 		return nil, fmt.Errorf("bailiff: escrow for %s: %w", userID, err)
 	}
-	key, err := newP521Entity("Coffre escrow key", "", now)
+	var key *openpgp.Entity
+	var err error
+	switch version {
+	case 1:
+		key, err = newP521Entity("Coffre escrow key", "", now)
+	case 2:
+		key, err = newPQEntity(now)
+	default:
+		err = fmt.Errorf("bailiff: escrow bundle version %d is not supported", version)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer wipeEntity(key)
-	e := &Escrow{UserID: userID, RosterDigest: r.Digest(), Fingerprint: Fingerprint(key), AEAD: AlgEscrowAEAD, Threshold: r.Threshold}
+	e := &Escrow{Version: version, UserID: userID, RosterDigest: r.Digest(), Fingerprint: Fingerprint(key), AEAD: AlgEscrowAEAD, Threshold: r.Threshold}
 	if e.Public, err = publicBytes(key); err != nil {
 		return nil, err
 	}
-	if e.pub, err = parsePublicKey(e.Public, now); err != nil {
+	if e.pub, err = parseEscrowPublic(version, e.Public, now); err != nil {
 		return nil, fmt.Errorf("bailiff: escrow key does not re-read: %w", err)
 	}
 	var secret bytes.Buffer
@@ -112,7 +132,7 @@ func newEscrow(userID string, r *Roster, now time.Time) (*Escrow, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Sealed = aead.Seal(nil, e.Nonce[:], secret.Bytes(), escrowAD(userID, e.Fingerprint))
+	e.Sealed = aead.Seal(nil, e.Nonce[:], secret.Bytes(), escrowAD(version, userID, e.Fingerprint))
 
 	shares, err := shamir.Split(k, r.Threshold, len(r.Bailiffs), nil)
 	if err != nil {
@@ -147,7 +167,7 @@ func clearString(s *string) { *s = "" }
 // Marshal returns the canonical bundle bytes.
 func (e *Escrow) Marshal() []byte {
 	var w canon.Writer
-	w.Line("coffre-escrow", "v1")
+	w.Line("coffre-escrow", fmt.Sprintf("v%d", max(e.Version, 1)))
 	w.Line("user", e.UserID)
 	w.Line("roster", hex.EncodeToString(e.RosterDigest[:]))
 	w.Line("key", e.Fingerprint)
@@ -180,9 +200,15 @@ func parseEscrow(b []byte, now time.Time, verifyKey bool) (*Escrow, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v != "v1" {
-		return nil, fmt.Errorf("bailiff: escrow bundle version %q is not supported (want v1)", v)
+	switch v {
+	case "v1":
+		e.Version = 1
+	case "v2":
+		e.Version = 2
+	default:
+		return nil, fmt.Errorf("bailiff: escrow bundle version %q is not supported (want v1 or v2)", v)
 	}
+	lim := escrowLimits(e.Version)
 	if e.UserID, err = rd.Field("user"); err != nil {
 		return nil, err
 	}
@@ -204,23 +230,24 @@ func parseEscrow(b []byte, now time.Time, verifyKey bool) (*Escrow, error) {
 	if err := hexField("roster", e.RosterDigest[:]); err != nil {
 		return nil, err
 	}
-	var fpr [20]byte
-	if err := hexField("key", fpr[:]); err != nil {
+	fpr := make([]byte, lim.fingerprint)
+	if err := hexField("key", fpr); err != nil {
 		return nil, err
 	}
-	e.Fingerprint = hex.EncodeToString(fpr[:])
+	e.Fingerprint = hex.EncodeToString(fpr)
 	if v, err = rd.Field("public"); err != nil {
 		return nil, err
 	}
-	if e.Public, err = canon.B64(v, MaxPublicKeyLen); err != nil {
+	if e.Public, err = canon.B64(v, lim.public); err != nil {
 		return nil, wrap("public", err)
 	}
-	if !verifyKey {
+	if !verifyKey && !e.PQ() {
+		// Fast path for a classical bundle already verified when stored.
 		if err := checkStoredKey(e.Public, e.Fingerprint); err != nil {
 			return nil, wrap("public", err)
 		}
 	} else {
-		if e.pub, err = parsePublicKey(e.Public, now); err != nil {
+		if e.pub, err = parseEscrowPublic(e.Version, e.Public, now); err != nil {
 			return nil, wrap("public", err)
 		}
 		if Fingerprint(e.pub) != e.Fingerprint {
@@ -239,7 +266,7 @@ func parseEscrow(b []byte, now time.Time, verifyKey bool) (*Escrow, error) {
 	if v, err = rd.Field("sealed"); err != nil {
 		return nil, err
 	}
-	if e.Sealed, err = canon.B64(v, MaxSealedKeyLen); err != nil {
+	if e.Sealed, err = canon.B64(v, lim.sealed); err != nil {
 		return nil, wrap("sealed", err)
 	}
 	if len(e.Sealed) <= chacha20poly1305.Overhead {
@@ -359,16 +386,15 @@ func (e *Escrow) openKey(shares []shamir.Share, now time.Time) (*openpgp.Entity,
 	if err != nil {
 		return nil, err
 	}
-	secret, err := aead.Open(nil, e.Nonce[:], e.Sealed, escrowAD(e.UserID, e.Fingerprint))
+	secret, err := aead.Open(nil, e.Nonce[:], e.Sealed, escrowAD(e.Version, e.UserID, e.Fingerprint))
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key does not open (bundle damaged or not this user's)", e.UserID)
 	}
 	defer clear(secret)
-	el, err := openpgp.ReadKeyRing(bytes.NewReader(secret))
-	if err != nil || len(el) != 1 || el[0].PrivateKey == nil {
+	key, err := readSealedKey(secret)
+	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key is not an OpenPGP secret key", e.UserID)
 	}
-	key := el[0]
 	if Fingerprint(key) != e.Fingerprint {
 		wipeEntity(key)
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key fingerprint differs from the bundle", e.UserID)

@@ -215,7 +215,7 @@ func (esc *Escrow) openSecret(shares []shamir.Share) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	secret, err := aead.Open(nil, esc.Nonce[:], esc.Sealed, escrowAD(esc.UserID, esc.Fingerprint))
+	secret, err := aead.Open(nil, esc.Nonce[:], esc.Sealed, escrowAD(esc.Version, esc.UserID, esc.Fingerprint))
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow of %s: sealed key does not open (bundle damaged or not this user's)", esc.UserID)
 	}
@@ -298,7 +298,7 @@ func (e *Escrow) sealAndSplit(secret []byte, r *Roster, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	e.Sealed = aead.Seal(nil, e.Nonce[:], secret, escrowAD(e.UserID, e.Fingerprint))
+	e.Sealed = aead.Seal(nil, e.Nonce[:], secret, escrowAD(e.Version, e.UserID, e.Fingerprint))
 	shares, err := shamir.Split(k, r.Threshold, len(r.Bailiffs), nil)
 	if err != nil {
 		return fmt.Errorf("bailiff: splitting the escrow key: %w", err)

@@ -68,3 +68,79 @@ func FuzzOpenItem(f *testing.F) {
 		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 	})
 }
+
+func FuzzParseReencapOrder(f *testing.F) {
+	for _, n := range []string{"order-ok.txt", "order-retire-ok.txt"} {
+		if b, err := os.ReadFile("../testdata/reencap/" + n); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := ParseReencapOrder(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(o.Marshal(), b) {
+			t.Fatal("accepted order does not re-encode to the same bytes")
+		}
+	})
+}
+
+func FuzzParseReencapStep(f *testing.F) {
+	if b, err := os.ReadFile("../testdata/reencap/step-ok.txt"); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseReencapStep(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(s.Marshal(), b) {
+			t.Fatal("accepted step does not re-encode to the same bytes")
+		}
+	})
+}
+
+// FuzzOpenItemPQ feeds the post-quantum item reader with arbitrary bytes
+// under a fixed test key (testdata/item-key-pq.sec, test only).
+func FuzzOpenItemPQ(f *testing.F) {
+	b, err := os.ReadFile("testdata/item-key-pq.sec")
+	if err != nil {
+		f.Fatal(err)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, ct []byte) {
+		r, err := openItemAny(bytes.NewReader(ct), el)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+	})
+}
+
+// FuzzOpenItemFast feeds the upgrade's item reader (crypto/ecdh key packet
+// path, falling back to the general reader) under the fixed P-521 test key.
+func FuzzOpenItemFast(f *testing.F) {
+	b, err := os.ReadFile("testdata/item-key.sec")
+	if err != nil {
+		f.Fatal(err)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	if err != nil {
+		f.Fatal(err)
+	}
+	fk := newFastKey(el[0])
+	if fk == nil {
+		f.Fatal("the test key is not an ECDH P-521 escrow key")
+	}
+	f.Fuzz(func(t *testing.T, ct []byte) {
+		r, err := openItemFast(bytes.NewReader(ct), el, fk)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+	})
+}

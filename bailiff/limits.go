@@ -27,12 +27,23 @@ const (
 	MaxOrderLen = 256 << 10
 	// MaxSealedKeyLen bounds the AEAD-sealed escrow private key.
 	MaxSealedKeyLen = 16 << 10
+	// MaxPublicKeyLenPQ bounds the post-quantum escrow public key of a v2
+	// escrow bundle (v6, ML-DSA-87+Ed448 and ML-KEM-1024+X448: about 14 KB).
+	MaxPublicKeyLenPQ = 24 << 10
+	// MaxSealedKeyLenPQ bounds the sealed post-quantum escrow private key
+	// of a v2 escrow bundle (about 14 KB).
+	MaxSealedKeyLenPQ = 24 << 10
 	// MaxShareMessageLen bounds one OpenPGP message carrying a share.
 	MaxShareMessageLen = 8 << 10
 	// MaxBundleLen bounds an escrow bundle.
 	MaxBundleLen = 512 << 10
 	// MaxItems bounds the items (versions) in one restitution.
 	MaxItems = 100000
+	// MaxReencapEntries bounds the users or records one re-encapsulation
+	// order lists (larger work is split over several orders).
+	MaxReencapEntries = 100000
+	// MaxReencapOrderLen bounds a signed re-encapsulation order file.
+	MaxReencapOrderLen = 16 << 20
 	// MaxDesignationsLen bounds the beneficiary designations blob.
 	MaxDesignationsLen = 1 << 20
 	// MaxPrivateKeyLen bounds an armored or binary bailiff private key

@@ -15,6 +15,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pecdh "github.com/ProtonMail/go-crypto/openpgp/ecdh"
 	pecdsa "github.com/ProtonMail/go-crypto/openpgp/ecdsa"
+	"github.com/ProtonMail/go-crypto/openpgp/mldsa_eddsa"
+	"github.com/ProtonMail/go-crypto/openpgp/mlkem_ecdh"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/ProtonMail/go-crypto/openpgp/s2k"
 )
@@ -368,6 +370,14 @@ func wipePriv(p *packet.PrivateKey) {
 		}
 	case *pecdh.PrivateKey:
 		clear(k.D)
+	case *mldsa_eddsa.PrivateKey:
+		clear(k.SecretEc)
+		clear(k.SecretMldsaSeed)
+		k.SecretMldsa = nil // circl's expanded key: dropped, not overwritable
+	case *mlkem_ecdh.PrivateKey:
+		clear(k.SecretEc)
+		clear(k.SecretMlkemSeed)
+		k.SecretMlkem = nil
 	}
 	p.PrivateKey = nil
 }

@@ -333,7 +333,7 @@ func reencryptItem(dir, name string, it ItemSource, keys openpgp.EntityList, ben
 		return nil, fmt.Errorf("bailiff: restitution: %s: opening: %w", label, err)
 	}
 	defer rc.Close()
-	pr, err := openItem(rc, keys)
+	pr, err := openItemAny(rc, keys)
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: restitution: %s does not open with the escrow key of this user: %s", label, sanitize(err))
 	}

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"coffre/bailiff/internal/canon"
@@ -23,13 +23,8 @@ type Roster struct {
 	// Signatures maps a bailiff fingerprint to its binary detached
 	// signature over Body().
 	Signatures map[string][]byte
-	// verified is SHA-256 of Marshal() when Verify last succeeded: the same
-	// bytes verify the same way, and Verify runs for every escrow made.
-	verified [32]byte
+	verified   atomic.Value // [32]byte: SHA-256 of Marshal() when Verify last succeeded
 }
-
-// verifiedMu guards Roster.verified (rosters are shared by goroutines).
-var verifiedMu sync.Mutex
 
 // ErrRosterUnsigned means some bailiff has not (validly) signed the roster.
 var ErrRosterUnsigned = errors.New("bailiff: roster is not signed by every bailiff")
@@ -131,19 +126,17 @@ func (r *Roster) AddSignature(sig []byte) (*BailiffKey, error) {
 // all n: each bailiff attests the whole list and threshold). It returns
 // ErrRosterUnsigned wrapped with the names of those missing.
 func (r *Roster) Verify() error {
-	m := sha256.Sum256(r.Marshal())
-	verifiedMu.Lock()
-	done := r.verified == m
-	verifiedMu.Unlock()
-	if done {
+	// A roster is verified many times (every escrow made, every order and
+	// quorum checked, up to k·n ECDSA verifications each): remember the
+	// bytes that verified, and verify again only if they changed.
+	all := sha256.Sum256(r.Marshal())
+	if v, ok := r.verified.Load().([32]byte); ok && v == all {
 		return nil
 	}
 	if err := r.verify(); err != nil {
 		return err
 	}
-	verifiedMu.Lock()
-	r.verified = m
-	verifiedMu.Unlock()
+	r.verified.Store(all)
 	return nil
 }
 

@@ -114,16 +114,19 @@ func kindFor(p *Policy, o Object, v Verdict) WorkKind {
 	case KindRoster:
 		return RosterChange
 	case KindEscrow:
-		// Only the sharing scheme failing: the shares are rewritten, the
-		// escrow key stays. Anything else (the escrow key, its AEAD, or a
-		// name the policy does not know) needs a new escrow key for the
-		// user's items, which is part of the algorithm upgrade.
+		// Only the bailiff layer failing — the sharing scheme, or the key
+		// packets of the share messages, which are as strong as the
+		// bailiffs' keys and nothing else: the shares are re-split and
+		// re-encrypted to the roster, the escrow key stays. A new escrow
+		// key would not help (its shares go to the same bailiff keys).
+		// Anything else (the escrow key, its AEAD, or a name the policy
+		// does not know) needs a new escrow key for the user's items,
+		// which is part of the algorithm upgrade.
 		if len(v.Failing) == 0 {
 			return AlgorithmUpgrade
 		}
 		for _, a := range v.Failing {
-			r := p.Rule(a)
-			if r == nil || r.Class != ClassSecretSharing {
+			if !shareLayer(p, a) {
 				return AlgorithmUpgrade
 			}
 		}
@@ -134,6 +137,21 @@ func kindFor(p *Policy, o Object, v Verdict) WorkKind {
 		return AlgorithmUpgrade
 	}
 }
+
+// shareLayer reports whether a failing name of an escrow object belongs
+// to the bailiff layer: the secret sharing, or a key packet (names starting
+// "openpgp-pkesk-"): in an escrow bundle the only key packets are those of
+// the share messages to the bailiffs.
+func shareLayer(p *Policy, alg string) bool {
+	if r := p.Rule(alg); r != nil && r.Class == ClassSecretSharing {
+		return true
+	}
+	return strings.HasPrefix(alg, SharePKESKPrefix)
+}
+
+// SharePKESKPrefix starts the names of key packets; in an escrow object
+// they describe the share messages to the bailiffs.
+const SharePKESKPrefix = "openpgp-pkesk-"
 
 // Plan judges every object at the instant at and groups the failing ones
 // by the work they need.

@@ -37,18 +37,18 @@ var classes = []string{ClassPublicKey, ClassCipher, ClassAEAD, ClassHash, ClassS
 const (
 	// AlgKeyPQ is the upgrade target for item and escrow keys: a v6 key
 	// with an ML-DSA-87+Ed448 primary and an ML-KEM-1024+X448 subkey.
-	AlgKeyPQ = "openpgp-v6-mldsa87-ed448+mlkem1024-x448"
+	AlgKeyPQ = bailiff.AlgKeyPQ
 	// AlgKeyPQv4 is the v4 hybrid: ECDSA P-521 primary (classical, so it
 	// ages with P-521) and an ML-KEM-768+X25519 encryption subkey.
 	AlgKeyPQv4 = "openpgp-v4-ecdsa-p521+mlkem768-x25519"
 	// AlgKeyX25519 is a v4 Ed25519 primary with an X25519 (ECDH) subkey.
 	AlgKeyX25519 = "openpgp-v4-eddsa-ed25519+ecdh-x25519"
 	// AlgPKESKPQ wraps a session key to AlgKeyPQ (PKESK v6, anonymous).
-	AlgPKESKPQ = "openpgp-pkesk-v6-mlkem1024-x448-hidden"
+	AlgPKESKPQ = bailiff.AlgPKESKPQ
 	// AlgPKESKPQv4 wraps a session key to AlgKeyPQv4 (PKESK v3).
 	AlgPKESKPQv4 = "openpgp-pkesk-v3-mlkem768-x25519-hidden"
 	// AlgDataPQ is SEIPD v2 with AES-256 in OCB mode.
-	AlgDataPQ = "openpgp-seipd-v2-aes256-ocb"
+	AlgDataPQ = bailiff.AlgDataPQ
 	// AlgSignaturePQ is a v6 signature by an ML-DSA-87+Ed448 key.
 	AlgSignaturePQ = "openpgp-sig-v6-mldsa87-ed448-sha512"
 	// AlgCheckpoint is the checkpoint signature (C2SP signed note).

@@ -55,14 +55,14 @@ func reencapRun(args []string) int {
 	fs := newFlags("reencap run", "--state DIR --kind record [--new-epoch]")
 	var k keystoreFlags
 	k.register(fs)
-	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum), roster or escrow (quorum; see coffre reencap run --kind roster -h)")
+	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum), roster, escrow or upgrade (quorum; see coffre reencap run --kind roster -h)")
 	newEpoch := fs.Bool("new-epoch", false, "record: create a fresh record key epoch first (otherwise resume the job in flight)")
 	limit := fs.Int("max", -1, "re-encrypt at most this many records in this run (a bounded maintenance window; -1: all)")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if *kind != "record" {
-		return fail(usagef("--kind %q: want record (record-layer rekey, no quorum), roster (roster change, quorum) or escrow (escrow key rotation, quorum)", *kind))
+		return fail(usagef("--kind %q: want record (record-layer rekey, no quorum), roster (roster change, quorum), escrow (escrow key rotation, quorum) or upgrade (algorithm upgrade to post-quantum, quorum)", *kind))
 	}
 	a, err := k.open()
 	if err != nil {
@@ -113,12 +113,19 @@ func reencapStatus(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	upgrade, upgradeLine, err := upgradeStatus(a)
+	if err != nil {
+		return fail(err)
+	}
 	if *asJSON {
-		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs, "quorum_jobs": qjobs})
+		return printJSON(map[string]any{"job": job, "live_records_by_epoch": epochs, "quorum_jobs": qjobs, "upgrade": upgrade})
 	}
 	printQuorumJobs(qjobs)
+	if upgradeLine != "" {
+		fmt.Println(upgradeLine)
+	}
 	if !ok {
-		if len(qjobs) == 0 {
+		if len(qjobs) == 0 && upgradeLine == "" {
 			fmt.Println("no re-encapsulation job has run")
 		}
 	} else {
