@@ -52,7 +52,7 @@ func reencapRun(args []string) int {
 	if run := reencapKinds[kindArg(args)]; run != nil {
 		return run(args)
 	}
-	fs := newFlags("reencap run", "--state DIR --kind record [--new-epoch]")
+	fs := newFlags("reencap run", "--state DIR --kind record [--new-epoch]   (--kind roster|escrow: see coffre reencap run --kind roster -h)")
 	var k keystoreFlags
 	k.register(fs)
 	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum), roster, escrow or upgrade (quorum; see coffre reencap run --kind roster -h)")
