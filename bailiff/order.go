@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -100,17 +99,7 @@ func (o *Order) Digest() [32]byte { return sha256.Sum256(o.Body()) }
 
 // Marshal returns the signed order file: Body() and the signatures section.
 func (o *Order) Marshal() []byte {
-	var w canon.Writer
-	fprs := make([]string, 0, len(o.Signatures))
-	for f := range o.Signatures {
-		fprs = append(fprs, f)
-	}
-	slices.Sort(fprs)
-	w.Line("signatures", fmt.Sprint(len(fprs)))
-	for _, f := range fprs {
-		w.Line("signature", f, canon.EncB64(o.Signatures[f]))
-	}
-	return append(o.Body(), w.Bytes()...)
+	return append(o.Body(), marshalSignatures(o.Signatures)...)
 }
 
 // Sign adds the signature of a bailiff whose key is opened on the
@@ -128,18 +117,7 @@ func (o *Order) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time) error
 // `gpg --detach-sign order.txt` over Body()) against the roster and records
 // it for the bailiff who made it.
 func (o *Order) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) {
-	sig, err := normalizeSignature(sig)
-	if err != nil {
-		return nil, fmt.Errorf("bailiff: order signature: %w", err)
-	}
-	body := o.Body()
-	for _, b := range r.Bailiffs {
-		if verifyDetached(b.entity, body, sig) == nil {
-			o.Signatures[b.Fingerprint] = sig
-			return b, nil
-		}
-	}
-	return nil, errors.New("bailiff: order signature does not verify against any bailiff on the roster")
+	return addBailiffSignature(o.Signatures, r, o.Body(), sig, "order", "bailiff: order signature does not verify against any bailiff on the roster")
 }
 
 // Verify checks the order names this roster and vault and carries valid
@@ -153,17 +131,9 @@ func (o *Order) Verify(r *Roster) error {
 	if o.RosterDigest != r.Digest() {
 		return fmt.Errorf("%w: order is bound to another roster", ErrWrongEscrow)
 	}
-	body := o.Body()
-	valid := 0
-	for f, sig := range o.Signatures {
-		b := r.Bailiff(f)
-		if b == nil {
-			return fmt.Errorf("bailiff: order: signature by %s who is not on the roster", f)
-		}
-		if err := verifyDetached(b.entity, body, sig); err != nil {
-			return fmt.Errorf("bailiff: order: signature of %s (%s) is invalid: %s", b.Name, f, sanitize(err))
-		}
-		valid++
+	valid, err := countBailiffSignatures(o.Signatures, r, o.Body(), "order")
+	if err != nil {
+		return err
 	}
 	if valid < r.Threshold {
 		return fmt.Errorf("bailiff: order for %s has %d valid bailiff signatures, needs %d", o.UserID, valid, r.Threshold)
@@ -187,18 +157,7 @@ func ParseOrder(b []byte, now time.Time) (*Order, error) {
 	if v != "v1" {
 		return nil, fmt.Errorf("bailiff: order version %q is not supported (want v1)", v)
 	}
-	hexField := func(name string, dst []byte) error {
-		v, err := rd.Field(name)
-		if err != nil {
-			return err
-		}
-		h, err := canon.Hex(v, len(dst))
-		if err != nil {
-			return wrap(name, err)
-		}
-		copy(dst, h)
-		return nil
-	}
+	hexField := func(name string, dst []byte) error { return readHex(rd, "order", name, dst) }
 	if err := hexField("vault", o.VaultID[:]); err != nil {
 		return nil, err
 	}
@@ -237,31 +196,8 @@ func ParseOrder(b []byte, now time.Time) (*Order, error) {
 	if Fingerprint(o.beneficiary) != o.BeneficiaryFingerprint {
 		return nil, fmt.Errorf("bailiff: order: beneficiary key fingerprint %s differs from %s", Fingerprint(o.beneficiary), o.BeneficiaryFingerprint)
 	}
-	if v, err = rd.Field("signatures"); err != nil {
+	if err := readSignatures(rd, o.Signatures, "order"); err != nil {
 		return nil, err
-	}
-	m, err := canon.Uint(v, 0, MaxBailiffs)
-	if err != nil {
-		return nil, wrap("signatures", err)
-	}
-	prev := ""
-	for i := 0; i < m; i++ {
-		f, err := rd.Fields("signature", 2)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := canon.Hex(f[0], 20); err != nil {
-			return nil, wrap("signature", err)
-		}
-		if f[0] <= prev {
-			return nil, fmt.Errorf("bailiff: order: signature by %s out of order or repeated", f[0])
-		}
-		prev = f[0]
-		sig, err := canon.B64(f[1], MaxSignatureLen)
-		if err != nil {
-			return nil, wrap("signature", err)
-		}
-		o.Signatures[f[0]] = sig
 	}
 	if err := rd.End(); err != nil {
 		return nil, err

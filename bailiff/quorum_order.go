@@ -138,17 +138,7 @@ func (o *QuorumOrder) ID() string { d := o.Digest(); return hex.EncodeToString(d
 
 // Marshal returns the signed order file: Body() and the signatures.
 func (o *QuorumOrder) Marshal() []byte {
-	var w canon.Writer
-	fprs := make([]string, 0, len(o.Signatures))
-	for f := range o.Signatures {
-		fprs = append(fprs, f)
-	}
-	slices.Sort(fprs)
-	w.Line("signatures", fmt.Sprint(len(fprs)))
-	for _, f := range fprs {
-		w.Line("signature", f, canon.EncB64(o.Signatures[f]))
-	}
-	return append(o.Body(), w.Bytes()...)
+	return append(o.Body(), marshalSignatures(o.Signatures)...)
 }
 
 // Covers reports whether the order lets the quorum open the escrow of user.
@@ -174,18 +164,7 @@ func (o *QuorumOrder) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time)
 // AddSignature verifies a detached signature (binary or armored, e.g.
 // `gpg --detach-sign` over Body()) against the bailiffs of r and records it.
 func (o *QuorumOrder) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) {
-	sig, err := normalizeSignature(sig)
-	if err != nil {
-		return nil, fmt.Errorf("bailiff: quorum order signature: %w", err)
-	}
-	body := o.Body()
-	for _, b := range r.Bailiffs {
-		if verifyDetached(b.entity, body, sig) == nil {
-			o.Signatures[b.Fingerprint] = sig
-			return b, nil
-		}
-	}
-	return nil, errors.New("bailiff: quorum order signature does not verify against any bailiff of the roster in force")
+	return addBailiffSignature(o.Signatures, r, o.Body(), sig, "quorum order", "bailiff: quorum order signature does not verify against any bailiff of the roster in force")
 }
 
 // Verify checks the order is for r's vault and roster and carries valid
@@ -201,17 +180,9 @@ func (o *QuorumOrder) Verify(r *Roster) error {
 	if o.RosterDigest != r.Digest() {
 		return fmt.Errorf("%w: reencap order is bound to another roster", ErrWrongEscrow)
 	}
-	body := o.Body()
-	valid := 0
-	for f, sig := range o.Signatures {
-		b := r.Bailiff(f)
-		if b == nil {
-			return fmt.Errorf("bailiff: quorum order: signature by %s who is not on the roster", f)
-		}
-		if err := verifyDetached(b.entity, body, sig); err != nil {
-			return fmt.Errorf("bailiff: quorum order: signature of %s (%s) is invalid: %s", b.Name, f, sanitize(err))
-		}
-		valid++
+	valid, err := countBailiffSignatures(o.Signatures, r, o.Body(), "quorum order")
+	if err != nil {
+		return err
 	}
 	if valid < r.Threshold {
 		return fmt.Errorf("bailiff: quorum order (%s) has %d valid bailiff signatures, needs %d; have more bailiffs of the roster in force sign it", o.Kind, valid, r.Threshold)
@@ -257,18 +228,7 @@ func ParseQuorumOrder(b []byte) (*QuorumOrder, error) {
 	if v != "v1" {
 		return nil, fmt.Errorf("bailiff: quorum order version %q is not supported (want v1)", v)
 	}
-	hexField := func(name string, dst []byte) error {
-		v, err := rd.Field(name)
-		if err != nil {
-			return err
-		}
-		h, err := canon.Hex(v, len(dst))
-		if err != nil {
-			return wrap(name, err)
-		}
-		copy(dst, h)
-		return nil
-	}
+	hexField := func(name string, dst []byte) error { return readHex(rd, "quorum order", name, dst) }
 	if err := hexField("vault", o.VaultID[:]); err != nil {
 		return nil, err
 	}
@@ -316,31 +276,8 @@ func ParseQuorumOrder(b []byte) (*QuorumOrder, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	if v, err = rd.Field("signatures"); err != nil {
+	if err := readSignatures(rd, o.Signatures, "quorum order"); err != nil {
 		return nil, err
-	}
-	m, err := canon.Uint(v, 0, MaxBailiffs)
-	if err != nil {
-		return nil, wrap("signatures", err)
-	}
-	prev := ""
-	for i := 0; i < m; i++ {
-		f, err := rd.Fields("signature", 2)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := canon.Hex(f[0], 20); err != nil {
-			return nil, wrap("signature", err)
-		}
-		if f[0] <= prev {
-			return nil, fmt.Errorf("bailiff: quorum order: signature by %s out of order or repeated", f[0])
-		}
-		prev = f[0]
-		sig, err := canon.B64(f[1], MaxSignatureLen)
-		if err != nil {
-			return nil, wrap("signature", err)
-		}
-		o.Signatures[f[0]] = sig
 	}
 	if err := rd.End(); err != nil {
 		return nil, err

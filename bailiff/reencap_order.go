@@ -137,20 +137,6 @@ func (o *ReencapOrder) Marshal() []byte {
 	return append(o.Body(), marshalSignatures(o.Signatures)...)
 }
 
-func marshalSignatures(sigs map[string][]byte) []byte {
-	var w canon.Writer
-	fprs := make([]string, 0, len(sigs))
-	for f := range sigs {
-		fprs = append(fprs, f)
-	}
-	slices.Sort(fprs)
-	w.Line("signatures", strconv.Itoa(len(fprs)))
-	for _, f := range fprs {
-		w.Line("signature", f, canon.EncB64(sigs[f]))
-	}
-	return w.Bytes()
-}
-
 // Sign adds the signature of a bailiff whose key is opened on the
 // appliance.
 func (o *ReencapOrder) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time) error {
@@ -165,18 +151,7 @@ func (o *ReencapOrder) Sign(r *Roster, bailiffKey *openpgp.Entity, now time.Time
 // AddSignature verifies a detached signature (binary or armored, e.g. `gpg
 // --detach-sign` over Body()) against the roster and records it.
 func (o *ReencapOrder) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) {
-	sig, err := normalizeSignature(sig)
-	if err != nil {
-		return nil, fmt.Errorf("bailiff: reencap order signature: %w", err)
-	}
-	body := o.Body()
-	for _, b := range r.Bailiffs {
-		if verifyDetached(b.entity, body, sig) == nil {
-			o.Signatures[b.Fingerprint] = sig
-			return b, nil
-		}
-	}
-	return nil, errors.New("bailiff: reencap order signature does not verify against any bailiff on the roster")
+	return addBailiffSignature(o.Signatures, r, o.Body(), sig, "reencap order", "bailiff: reencap order signature does not verify against any bailiff on the roster")
 }
 
 // Verify checks the order names this vault and roster, is well formed, and
@@ -192,17 +167,9 @@ func (o *ReencapOrder) Verify(r *Roster) error {
 	if err := o.check(); err != nil {
 		return err
 	}
-	body := o.Body()
-	valid := 0
-	for f, sig := range o.Signatures {
-		b := r.Bailiff(f)
-		if b == nil {
-			return fmt.Errorf("bailiff: reencap order: signature by %s who is not on the roster", f)
-		}
-		if err := verifyDetached(b.entity, body, sig); err != nil {
-			return fmt.Errorf("bailiff: reencap order: signature of %s (%s) is invalid: %s", b.Name, f, sanitize(err))
-		}
-		valid++
+	valid, err := countBailiffSignatures(o.Signatures, r, o.Body(), "reencap order")
+	if err != nil {
+		return err
 	}
 	if valid < r.Threshold {
 		return fmt.Errorf("bailiff: reencap order (%s) has %d valid bailiff signatures, needs %d; more bailiffs must sign", o.Action, valid, r.Threshold)
@@ -230,18 +197,7 @@ func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
 	if v != "v1" {
 		return nil, fmt.Errorf("bailiff: reencap order version %q is not supported (want v1)", v)
 	}
-	hexField := func(name string, dst []byte) error {
-		v, err := rd.Field(name)
-		if err != nil {
-			return err
-		}
-		h, err := canon.Hex(v, len(dst))
-		if err != nil {
-			return wrap(name, err)
-		}
-		copy(dst, h)
-		return nil
-	}
+	hexField := func(name string, dst []byte) error { return readHex(rd, "reencap order", name, dst) }
 	if err := hexField("vault", o.VaultID[:]); err != nil {
 		return nil, err
 	}
@@ -321,31 +277,8 @@ func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	if v, err = rd.Field("signatures"); err != nil {
+	if err := readSignatures(rd, o.Signatures, "reencap order"); err != nil {
 		return nil, err
-	}
-	m, err := canon.Uint(v, 0, MaxBailiffs)
-	if err != nil {
-		return nil, wrap("signatures", err)
-	}
-	prev := ""
-	for i := 0; i < m; i++ {
-		f, err := rd.Fields("signature", 2)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := canon.Hex(f[0], 20); err != nil {
-			return nil, wrap("signature", err)
-		}
-		if f[0] <= prev {
-			return nil, fmt.Errorf("bailiff: reencap order: signature by %s out of order or repeated", f[0])
-		}
-		prev = f[0]
-		sig, err := canon.B64(f[1], MaxSignatureLen)
-		if err != nil {
-			return nil, wrap("signature", err)
-		}
-		o.Signatures[f[0]] = sig
 	}
 	if err := rd.End(); err != nil {
 		return nil, err
