@@ -194,56 +194,99 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 	}
 	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
 
-	// This goroutine reads each user's records (never while it commits, so
-	// reads do not wait for the drives' fsyncs) up to rotateAhead users
-	// ahead; their public-key work runs meanwhile, at most reencapWorkers
-	// operations at once; the batches are committed in order.
+	// The public-key work runs on reencapWorkers workers, in user order:
+	// the new escrow of user u+1 is made while the items of user u are
+	// re-wrapped, so users complete one after the other and this
+	// goroutine commits each (with any others ready) while the workers go
+	// on. This goroutine also reads the users' records, rotateAhead users
+	// ahead, never while it commits (reads would wait for the syncs).
 	wctx, cancel := context.WithCancel(ctx)
+	reads := make([]chan *rotationBatch, len(work))
 	results := make([]chan *rotationBatch, len(work))
-	for i := range results {
+	for i := range work {
+		reads[i] = make(chan *rotationBatch, 1)
 		results[i] = make(chan *rotationBatch, 1)
 	}
-	cpu := make(chan struct{}, reencapWorkers)
+	tasks := make(chan func())
 	var wg sync.WaitGroup
+	for range reencapWorkers {
+		wg.Go(func() {
+			for f := range tasks {
+				f()
+			}
+		})
+	}
+	wg.Go(func() { a.feedRotation(wctx, q, r, work, reads, results, tasks) })
 	defer func() {
 		// No preparation outlives the quorum; drop what was not committed.
 		cancel()
 		wg.Wait()
-		for _, c := range results {
-			select {
-			case b := <-c:
-				b.release()
-			default:
+		for i := range work {
+			for _, c := range []chan *rotationBatch{reads[i], results[i]} {
+				select {
+				case b := <-c:
+					b.release()
+				default:
+				}
 			}
 		}
 	}()
-	launched := 0
+	read := 0
 	launch := func(committed int) {
-		for launched < len(work) && launched < committed+rotateAhead {
-			i := launched
-			b := a.readRotation(order.ID(), work[i])
-			wg.Go(func() { results[i] <- a.prepareRotation(wctx, q, r, work[i], b, cpu) })
-			launched++
+		for read < len(work) && read < committed+rotateAhead {
+			reads[read] <- a.readRotation(order.ID(), work[read])
+			read++
 		}
 	}
-	for i, t := range work {
+	for i := 0; i < len(work); {
 		launch(i)
-		b := <-results[i]
-		if b.err != nil {
+		// Commit user i with the users after it that are already prepared,
+		// in one batch (one sync per drive for all of them), each user
+		// still all or nothing.
+		var group []*rotationBatch
+		var ps []pending
+		for j := i; j < len(work); j++ {
+			if j > i && len(ps)+1+len(work[j].items) > storage.MaxBatch {
+				break
+			}
+			var b *rotationBatch
+			if j == i {
+				b = <-results[j]
+			} else {
+				select {
+				case b = <-results[j]:
+				default:
+				}
+			}
+			if b == nil {
+				break
+			}
+			group = append(group, b)
+			if b.err != nil {
+				for _, g := range group {
+					g.release()
+				}
+				return job, b.err
+			}
+			ps = append(ps, b.ps...)
+		}
+		_, err := a.commitBatch(ctx, ps)
+		for _, b := range group {
 			b.release()
-			return job, b.err
 		}
-		_, err := a.commitBatch(ctx, b.ps)
-		b.release()
 		if err != nil {
-			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", t.user, err)
+			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", work[i].user, err)
 		}
-		a.mu.Lock()
-		a.escrows[t.user] = b.rot.New
-		a.mu.Unlock()
-		a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
-		job.Done += len(t.items)
-		job.Bytes += b.bytes
+		for k, b := range group {
+			t := work[i+k]
+			a.mu.Lock()
+			a.escrows[t.user] = b.rot.New
+			a.mu.Unlock()
+			a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
+			job.Done += len(t.items)
+			job.Bytes += b.bytes
+		}
+		i += len(group)
 		save(false)
 		if progress != nil {
 			progress(job.Done, job.Total)
@@ -359,56 +402,112 @@ type readItem struct {
 	stream io.Reader // large items
 }
 
-// prepareRotation makes the user's new escrow and re-wraps every item read
-// (on the cores cpu allows), for rotateAll to append in one batch.
-func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, w rotationWork, b *rotationBatch, cpu chan struct{}) *rotationBatch {
-	if b.err != nil {
-		return b
-	}
-	fail := func(err error) *rotationBatch { b.err = err; return b }
-	cpu <- struct{}{}
-	esc, err := bailiff.ParseStoredEscrow(b.escrow)
-	if err == nil && esc.UserID != w.user {
-		err = fmt.Errorf("record %d holds the escrow of %q", w.esc.Record, esc.UserID)
-	}
-	if err == nil {
-		b.rot, err = q.Rotate(esc, r)
-	}
-	<-cpu
-	if err != nil {
-		return fail(fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err))
-	}
-	b.ps = make([]pending, 1+len(b.items))
-	b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for i := range b.items {
-		select {
-		case cpu <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return fail(ctx.Err())
+// feedRotation hands the workers the public-key work of each user in
+// order: the user's new escrow (Rotate), then, once the previous user's
+// escrow is made, that user's items. Each user's batch goes to results
+// exactly once: when all of it is done, when it failed, or when the job
+// stops (rotateAll drops it after the workers have finished). It closes
+// tasks when it returns.
+func (a *Appliance) feedRotation(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, work []rotationWork, reads, results []chan *rotationBatch, tasks chan<- func()) {
+	batches := make([]*rotationBatch, len(work))
+	handed := make([]bool, len(work)) // batch u is delivered, or its items will deliver it
+	deliver := func(u int) {
+		if !handed[u] {
+			handed[u] = true
+			results[u] <- batches[u]
 		}
-		wg.Go(func() {
-			p, err := rewrapItem(b.rot, &b.items[i], b.order)
-			<-cpu
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
+	}
+	defer func() {
+		for u := range batches {
+			if batches[u] != nil {
+				deliver(u)
 			}
-			b.ps[1+i] = p
-			b.bytes += b.items[i].size
-		})
+		}
+		close(tasks)
+	}()
+	submit := func(f func()) bool {
+		select {
+		case tasks <- f:
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return fail(firstErr)
+	made := make([]chan struct{}, len(work)) // closed when the user's escrow is made (or failed)
+	for u := 0; u <= len(work); u++ {
+		if u < len(work) {
+			select {
+			case batches[u] = <-reads[u]:
+			case <-ctx.Done():
+				return
+			}
+			b, w := batches[u], work[u]
+			made[u] = make(chan struct{})
+			if b.err != nil {
+				close(made[u])
+			} else if !submit(func() {
+				defer close(made[u])
+				esc, err := bailiff.ParseStoredEscrow(b.escrow)
+				if err == nil && esc.UserID != w.user {
+					err = fmt.Errorf("record %d holds the escrow of %q", w.esc.Record, esc.UserID)
+				}
+				if err == nil {
+					b.rot, err = q.Rotate(esc, r)
+				}
+				if err != nil {
+					b.err = fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err)
+					return
+				}
+				b.ps = make([]pending, 1+len(b.items))
+				b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
+			}) {
+				return
+			}
+		}
+		if u == 0 {
+			continue
+		}
+		p := u - 1
+		select {
+		case <-made[p]:
+		case <-ctx.Done():
+			return
+		}
+		b := batches[p]
+		if b.err != nil || len(b.items) == 0 {
+			deliver(p)
+			continue
+		}
+		var mu sync.Mutex
+		left := len(b.items)
+		done := func(n int) { // under mu
+			if left -= n; left == 0 {
+				results[p] <- b
+			}
+		}
+		handed[p] = true
+		for i := range b.items {
+			if !submit(func() {
+				pend, err := rewrapItem(b.rot, &b.items[i], b.order)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && b.err == nil {
+					b.err = err
+				}
+				b.ps[1+i] = pend
+				b.bytes += b.items[i].size
+				done(1)
+			}) {
+				mu.Lock()
+				if b.err == nil {
+					b.err = ctx.Err()
+				}
+				done(len(b.items) - i) // the items not handed out
+				mu.Unlock()
+				return
+			}
+		}
 	}
-	return b
 }
 
 // rewrapItem returns the record that replaces an item: the same meta

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,4 +257,73 @@ func checkRotationCycle(t *testing.T, a *appliance.Appliance, users, per int, pr
 		}
 	}
 	return cur
+}
+
+// TestReencapStopsOnInterrupt: SIGINT in the middle of a quorum job stops
+// it cleanly (no goroutine left waiting, nothing half-written, exit 1 with
+// the advice to resume), and the same command resumes it.
+func TestReencapStopsOnInterrupt(t *testing.T) {
+	const users, per = 6, 4
+	e, _ := newQuorumVault(t, users, per)
+	fp3 := e.fingerprint(3)
+	e.enrol(4)
+	e.coffre("reencap", "draft-roster", "--state", e.state, "--remove", fp3, "--add", "B4:"+e.path("ceremony", "B4.pub.asc"), "--out", e.path("r2.txt"))
+	var userArgs []string
+	for u := 0; u < users; u++ {
+		userArgs = append(userArgs, "--user", fmt.Sprintf("user%d", u))
+	}
+	for _, c := range []struct {
+		kind, progress string
+		start          []string
+	}{
+		{"escrow", "re-wrapping", userArgs},
+		{"roster", "re-splitting", []string{"--new-roster", e.path("r2.txt"), "--new-bailiff", e.bailiffArg(4)}},
+	} {
+		args := append([]string{"reencap", "run", "--state", e.state, "--kind", c.kind, "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2)}, c.start...)
+		cmd := exec.Command(filepath.Join(binDir, "coffre"), args...)
+		cmd.Env = append(os.Environ(), "COFFRE_PASSPHRASE="+testPass)
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var seen []byte
+		buf := make([]byte, 4096)
+		for !bytes.Contains(seen, []byte(c.progress)) {
+			n, err := stderr.Read(buf)
+			seen = append(seen, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		cmd.Process.Signal(syscall.SIGINT)
+		rest, _ := io.ReadAll(stderr)
+		seen = append(seen, rest...)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%s: the job did not stop after SIGINT", c.kind)
+		}
+		if cmd.ProcessState.ExitCode() == 0 {
+			// It may have finished before the signal landed; then there
+			// is nothing to resume.
+			t.Logf("%s: finished before SIGINT", c.kind)
+		} else if !strings.Contains(string(seen), "run the same command again") {
+			t.Fatalf("%s: exit %d without the advice to resume:\n%s", c.kind, cmd.ProcessState.ExitCode(), seen)
+		}
+		out := e.coffre("reencap", "run", "--state", e.state, "--kind", c.kind, "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
+		if !strings.Contains(out, "done") {
+			t.Fatalf("%s resume: %s", c.kind, out)
+		}
+	}
+	a := e.open()
+	defer a.Close()
+	_, _, items := liveState(t, a)
+	for u := 0; u < users; u++ {
+		if n := items[fmt.Sprintf("user%d", u)]; n != per {
+			t.Fatalf("user%d has %d live items, want %d", u, n, per)
+		}
+	}
 }
