@@ -250,10 +250,15 @@ func stepRecord(o *bailiff.QuorumOrder, step string, body []byte) pending {
 	return pending{storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap, Attrs: map[string]string{attrReencap: o.ID(), attrReencapKind: o.Kind, attrStep: step}}, bytes.NewReader(body)}
 }
 
-// closeJob appends the "done" record of a job.
+// doneRecord is the record that closes a job.
+func doneRecord(o *bailiff.QuorumOrder, total int) pending {
+	return stepRecord(o, "done", fmt.Appendf(nil, "coffre-reencap-done v1\norder %s\nkind %s\nobjects %d\n", o.ID(), o.Kind, total))
+}
+
+// closeJob appends the "done" record of a job (when its last objects were
+// not committed with it).
 func (a *Appliance) closeJob(ctx context.Context, o *bailiff.QuorumOrder, job *ReencapJob, id string) error {
-	summary := fmt.Sprintf("coffre-reencap-done v1\norder %s\nkind %s\nobjects %d\n", o.ID(), o.Kind, job.Total)
-	if _, err := a.commitBatch(ctx, []pending{stepRecord(o, "done", []byte(summary))}); err != nil {
+	if _, err := a.commitBatch(ctx, []pending{doneRecord(o, job.Total)}); err != nil {
 		return fmt.Errorf("appliance: closing the %s job: %w", o.Kind, err)
 	}
 	job.Status = "done"

@@ -207,7 +207,7 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 		reads[i] = make(chan *rotationBatch, 1)
 		results[i] = make(chan *rotationBatch, 1)
 	}
-	tasks := make(chan func())
+	tasks := make(chan func(), 64) // queued: a worker never waits for the feeder to be scheduled
 	var wg sync.WaitGroup
 	for range reencapWorkers {
 		wg.Go(func() {
@@ -270,12 +270,19 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 			}
 			ps = append(ps, b.ps...)
 		}
+		closing := i+len(group) == len(work) && job.Done+countItems(work[i:]) == job.Total
+		if closing {
+			ps = append(ps, doneRecord(order, job.Total)) // the job ends with its last users
+		}
 		_, err := a.commitBatch(ctx, ps)
 		for _, b := range group {
 			b.release()
 		}
 		if err != nil {
 			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", work[i].user, err)
+		}
+		if closing {
+			job.Status = "done"
 		}
 		for k, b := range group {
 			t := work[i+k]
@@ -296,11 +303,22 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 	if job.Done < job.Total {
 		return job, nil // bounded run (--max): resume later
 	}
-	if err := a.closeJob(ctx, order, job, rotationJobID); err != nil {
-		return job, err
+	if job.Status != "done" {
+		if err := a.closeJob(ctx, order, job, rotationJobID); err != nil {
+			return job, err
+		}
 	}
 	a.Log.Info("escrow rotation done", "order", order.ID(), "items", job.Total)
 	return job, nil
+}
+
+// countItems counts the items of the users in w.
+func countItems(w []rotationWork) int {
+	n := 0
+	for _, t := range w {
+		n += len(t.items)
+	}
+	return n
 }
 
 // rotationWork is one user to rotate.
