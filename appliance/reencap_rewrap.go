@@ -139,8 +139,16 @@ func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o Ro
 		if strings.HasPrefix(u, bailiff.ReservedPrefix) {
 			return nil, 0, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
 		}
-		if _, ok := live[u]; !ok {
+		e, ok := live[u]
+		if !ok {
 			return nil, 0, fmt.Errorf("appliance: user %s has nothing in this vault", u)
+		}
+		esc, err := a.escrowAt(e.Record, u)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := esc.Rewrappable(); err != nil {
+			return nil, 0, err
 		}
 	}
 	if err := signOrder(order, r, o.Unlock.OrderSigs, keys, say); err != nil {
