@@ -127,9 +127,14 @@ func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o Ro
 		if reason == "" {
 			reason = "recipient change"
 		}
-		if order, err = bailiff.NewRotationOrder(r, o.Users, reason, time.Now()); err != nil {
+		if order, err = a.freshOrder(func(at time.Time) (*bailiff.QuorumOrder, error) {
+			return bailiff.NewRotationOrder(r, o.Users, reason, at)
+		}); err != nil {
 			return nil, 0, err
 		}
+	}
+	if err := a.unusedOrder(order); err != nil {
+		return nil, 0, err
 	}
 	live, err := a.liveEscrows()
 	if err != nil {

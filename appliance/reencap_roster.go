@@ -278,9 +278,14 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 		if reason == "" {
 			reason = fmt.Sprintf("roster change to %d of %d", next.Threshold, len(next.Bailiffs))
 		}
-		if order, err = bailiff.NewRosterChangeOrder(old, next, reason, now); err != nil {
+		if order, err = a.freshOrder(func(at time.Time) (*bailiff.QuorumOrder, error) {
+			return bailiff.NewRosterChangeOrder(old, next, reason, at)
+		}); err != nil {
 			return fail(err)
 		}
+	}
+	if err := a.unusedOrder(order); err != nil {
+		return fail(err)
 	}
 	if err := signOrder(order, old, o.Unlock.OrderSigs, keys, say); err != nil {
 		return fail(err)
