@@ -335,3 +335,49 @@ func TestReencapStopsOnInterrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestReencapInProcess runs both quorum kinds inside the test process, so
+// that `go test -race` watches their workers (the other tests run them as
+// the coffre binary).
+func TestReencapInProcess(t *testing.T) {
+	const users, per = 4, 3
+	e, contents := newQuorumVault(t, users, per)
+	e.enrol(4)
+	secret := func(i int) appliance.BailiffSecret {
+		sec, _ := os.ReadFile(e.path("ceremony", fmt.Sprintf("B%d.sec.asc", i)))
+		pass, _ := os.ReadFile(e.path(fmt.Sprintf("pass%d", i)))
+		return appliance.BailiffSecret{Label: fmt.Sprint(i), SecretKey: sec, Passphrase: bytes.TrimSpace(pass)}
+	}
+	var ids []string
+	for u := 0; u < users; u++ {
+		ids = append(ids, fmt.Sprintf("user%d", u))
+	}
+	a := e.open()
+	defer a.Close()
+	job, err := a.RotateEscrows(t.Context(), appliance.RotationOptions{Users: ids, Max: -1, Unlock: appliance.QuorumUnlock{Bailiffs: []appliance.BailiffSecret{secret(1), secret(2)}}})
+	if err != nil || job.Status != "done" || job.Total != users*per {
+		t.Fatalf("rotation: %+v %v", job, err)
+	}
+	pub, _ := os.ReadFile(e.path("ceremony", "B4.pub.asc"))
+	next, err := a.DraftRoster(0, []string{e.fingerprint(3)}, []appliance.ImportedBailiff{{Name: "B4", Public: pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err = a.RosterChange(t.Context(), appliance.RosterChangeOptions{NewRoster: next.Marshal(), NewBailiffs: []appliance.BailiffSecret{secret(4)}, Max: -1,
+		Unlock: appliance.QuorumUnlock{Bailiffs: []appliance.BailiffSecret{secret(1), secret(2)}}})
+	if err != nil || job.Status != "done" || job.Total != users {
+		t.Fatalf("roster change: %+v %v", job, err)
+	}
+	escs, _, items := liveState(t, a)
+	for u, esc := range escs {
+		if esc.RosterDigest != next.Digest() {
+			t.Fatalf("escrow of %s is not under the new roster", u)
+		}
+		if !strings.HasPrefix(u, "coffre:") && items[u] != per {
+			t.Fatalf("user %s has %d live items", u, items[u])
+		}
+	}
+	for _, u := range ids {
+		e.checkRestitution(a, u, contents[u], 1, 4)
+	}
+}
