@@ -120,6 +120,35 @@ func openKeys(bs []BailiffSecret) ([]openedKey, error) {
 	return out, nil
 }
 
+// keyOpener opens the bailiffs' keys in the background (the S2K is slow
+// on purpose) while a job plans and reads.
+type keyOpener struct {
+	done chan struct{}
+	keys []openedKey
+	err  error
+}
+
+func startOpenKeys(bs []BailiffSecret) *keyOpener {
+	ko := &keyOpener{done: make(chan struct{})}
+	go func() {
+		defer close(ko.done)
+		ko.keys, ko.err = openKeys(bs)
+	}()
+	return ko
+}
+
+// wait returns the opened keys.
+func (ko *keyOpener) wait() ([]openedKey, error) {
+	<-ko.done
+	return ko.keys, ko.err
+}
+
+// wipe waits for the keys and wipes them.
+func (ko *keyOpener) wipe() {
+	<-ko.done
+	wipeKeys(ko.keys)
+}
+
 func wipeKeys(ks []openedKey) {
 	for _, k := range ks {
 		if k.key != nil {

@@ -61,16 +61,14 @@ const (
 
 // RotateEscrows runs (or resumes) an escrow rotation.
 func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*ReencapJob, error) {
-	say := o.Say
-	if say == nil {
-		say = func(string, ...any) {}
+	if o.Say == nil {
+		o.Say = func(string, ...any) {}
 	}
 	defer o.Unlock.wipe()
-	keys, err := openKeys(o.Unlock.Bailiffs)
-	if err != nil {
-		return nil, err
-	}
-	defer wipeKeys(keys)
+	// The bailiffs' keys open (slow S2K) while the job is planned and the
+	// first users are read.
+	ko := startOpenKeys(o.Unlock.Bailiffs)
+	defer ko.wipe()
 	if rc, rec, err := a.inFlight(bailiff.ReencapRosterChange); err != nil {
 		return nil, err
 	} else if rc != nil {
@@ -84,7 +82,8 @@ func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*Reen
 	if err != nil {
 		return nil, err
 	}
-	if order != nil {
+	fresh := order == nil
+	if !fresh {
 		if len(o.Users) > 0 {
 			want := slices.Clone(o.Users)
 			slices.Sort(want)
@@ -95,33 +94,28 @@ func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*Reen
 		if order.RosterDigest != r.Digest() {
 			return nil, fmt.Errorf("appliance: the escrow rotation approved in record %d is bound to another roster than the one in force", orderRec)
 		}
-		say("resuming the escrow rotation approved in record %d", orderRec)
-	} else {
-		if order, orderRec, err = a.approveRotation(ctx, r, o, keys, say); err != nil {
-			return nil, err
-		}
-	}
-	q, err := openQuorum(r, order, keys, o.Unlock.ShareCards, say)
-	if err != nil {
+		o.Say("resuming the escrow rotation approved in record %d", orderRec)
+	} else if order, err = a.draftRotation(r, o); err != nil {
 		return nil, err
 	}
-	defer q.Close()
-	return a.rotateAll(ctx, q, r, order, orderRec, o.Max, o.Progress)
+	return a.rotateAll(ctx, ko, o, r, order, orderRec, fresh)
 }
 
-func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o RotationOptions, keys []openedKey, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, error) {
+// draftRotation makes (or takes) the order of a new rotation and checks
+// it can run; nothing is written.
+func (a *Appliance) draftRotation(r *bailiff.Roster, o RotationOptions) (*bailiff.QuorumOrder, error) {
 	var order *bailiff.QuorumOrder
 	var err error
 	if len(o.Unlock.Order) > 0 {
 		if order, err = bailiff.ParseQuorumOrder(o.Unlock.Order); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if order.Kind != bailiff.ReencapEscrowRotation {
-			return nil, 0, fmt.Errorf("appliance: the order given is a %s, not an escrow rotation", order.Kind)
+			return nil, fmt.Errorf("appliance: the order given is a %s, not an escrow rotation", order.Kind)
 		}
 	} else {
 		if len(o.Users) == 0 {
-			return nil, 0, errors.New("appliance: no escrow rotation in flight: name the users whose escrow key is rotated (--user)")
+			return nil, errors.New("appliance: no escrow rotation in flight: name the users whose escrow key is rotated (--user)")
 		}
 		reason := o.Reason
 		if reason == "" {
@@ -130,51 +124,49 @@ func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o Ro
 		if order, err = a.freshOrder(func(at time.Time) (*bailiff.QuorumOrder, error) {
 			return bailiff.NewRotationOrder(r, o.Users, reason, at)
 		}); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
 	if err := a.unusedOrder(order); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	live, err := a.liveEscrows()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for _, u := range order.Users {
 		if strings.HasPrefix(u, bailiff.ReservedPrefix) {
-			return nil, 0, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
+			return nil, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
 		}
 		e, ok := live[u]
 		if !ok {
-			return nil, 0, fmt.Errorf("appliance: user %s has nothing in this vault", u)
+			return nil, fmt.Errorf("appliance: user %s has nothing in this vault", u)
 		}
 		esc, err := a.escrowAt(e.Record, u)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if err := esc.Rewrappable(); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
-	if err := signOrder(order, r, o.Unlock.OrderSigs, keys, say); err != nil {
-		return nil, 0, err
-	}
-	if err := order.Verify(r); err != nil {
-		return nil, 0, err
-	}
+	return order, nil
+}
+
+// commitApprove appends the approve record of a new order.
+func (a *Appliance) commitApprove(ctx context.Context, order *bailiff.QuorumOrder) (uint64, error) {
 	idx, err := a.commitBatch(ctx, []pending{stepRecord(order, "approve", order.Marshal())})
 	if err != nil {
-		return nil, 0, fmt.Errorf("appliance: recording the escrow rotation: %w", err)
+		return 0, fmt.Errorf("appliance: recording the %s order: %w", order.Kind, err)
 	}
-	say("escrow rotation of %d user(s) approved (order record %d)", len(order.Users), idx[0])
-	return order, idx[0], nil
+	return idx[0], nil
 }
 
 // rotateAll rotates each user of the order not yet done, one batch per
-// user. Users are prepared (new escrow, re-wrapped items) up to
-// reencapWorkers ahead of the commits, with at most reencapWorkers
-// public-key operations at once, and committed in order.
-func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, order *bailiff.QuorumOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
+// user (users ready together share a batch). A fresh order is signed,
+// verified and appended before the first user's batch, once the keys are
+// open; the first users are read meanwhile.
+func (a *Appliance) rotateAll(ctx context.Context, ko *keyOpener, o RotationOptions, r *bailiff.Roster, order *bailiff.QuorumOrder, orderRec uint64, fresh bool) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
 		return nil, err
@@ -200,12 +192,9 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 		}
 		work = append(work, rotationWork{u, e, items})
 	}
-	save := a.jobSaver(rotationJobID, job)
-	save(true)
-	if max >= 0 && len(work) > max {
-		work = work[:max]
+	if o.Max >= 0 && len(work) > o.Max {
+		work = work[:o.Max]
 	}
-	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
 
 	// The public-key work runs on reencapWorkers workers, in user order:
 	// the new escrow of user u+1 is made while the items of user u are
@@ -220,16 +209,8 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 		reads[i] = make(chan *rotationBatch, 1)
 		results[i] = make(chan *rotationBatch, 1)
 	}
-	tasks := make(chan func(), 64) // queued: a worker never waits for the feeder to be scheduled
+	var q *bailiff.EscrowQuorum
 	var wg sync.WaitGroup
-	for range reencapWorkers {
-		wg.Go(func() {
-			for f := range tasks {
-				f()
-			}
-		})
-	}
-	wg.Go(func() { a.feedRotation(wctx, q, r, work, reads, results, tasks) })
 	defer func() {
 		// No preparation outlives the quorum; drop what was not committed.
 		cancel()
@@ -243,6 +224,9 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 				}
 			}
 		}
+		if q != nil {
+			q.Close()
+		}
 	}()
 	read := 0
 	launch := func(committed int) {
@@ -251,6 +235,44 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 			read++
 		}
 	}
+	launch(0)
+	keys, err := ko.wait()
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		// Signed and checked before anything runs under the quorum.
+		if err := signOrder(order, r, o.Unlock.OrderSigs, keys, o.Say); err != nil {
+			return nil, err
+		}
+		if err := order.Verify(r); err != nil {
+			return nil, err
+		}
+	}
+	if q, err = openQuorum(r, order, keys, o.Unlock.ShareCards, o.Say); err != nil {
+		return nil, err
+	}
+	tasks := make(chan func(), 64) // queued: a worker never waits for the feeder to be scheduled
+	for range reencapWorkers {
+		wg.Go(func() {
+			for f := range tasks {
+				f()
+			}
+		})
+	}
+	wg.Go(func() { a.feedRotation(wctx, q, r, work, reads, results, tasks) })
+	if fresh {
+		// The order goes to the drives while the first users are prepared,
+		// and before any of them is committed.
+		if job.Record, err = a.commitApprove(ctx, order); err != nil {
+			return nil, err
+		}
+		o.Say("escrow rotation of %d user(s) approved (order record %d)", len(order.Users), job.Record)
+	}
+	save := a.jobSaver(rotationJobID, job)
+	save(true)
+	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
+	progress := o.Progress
 	for i := 0; i < len(work); {
 		launch(i)
 		// Commit user i with the users after it that are already prepared,
