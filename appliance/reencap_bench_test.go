@@ -68,8 +68,8 @@ func floorNewKey() {
 	}
 }
 
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -77,9 +77,9 @@ func cpuTime() time.Duration {
 
 // measure runs f and returns its wall and CPU time.
 func measure(f func()) (wall, cpu time.Duration) {
-	c0, t0 := cpuTime(), time.Now()
+	c0, t0 := processCPU(), time.Now()
 	f()
-	return time.Since(t0), cpuTime() - c0
+	return time.Since(t0), processCPU() - c0
 }
 
 // best keeps the fastest of several runs (wall time) and its CPU time.

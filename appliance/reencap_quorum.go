@@ -120,6 +120,35 @@ func openKeys(bs []BailiffSecret) ([]openedKey, error) {
 	return out, nil
 }
 
+// keyOpener opens the bailiffs' keys in the background (the S2K is slow
+// on purpose) while a job plans and reads.
+type keyOpener struct {
+	done chan struct{}
+	keys []openedKey
+	err  error
+}
+
+func startOpenKeys(bs []BailiffSecret) *keyOpener {
+	ko := &keyOpener{done: make(chan struct{})}
+	go func() {
+		defer close(ko.done)
+		ko.keys, ko.err = openKeys(bs)
+	}()
+	return ko
+}
+
+// wait returns the opened keys.
+func (ko *keyOpener) wait() ([]openedKey, error) {
+	<-ko.done
+	return ko.keys, ko.err
+}
+
+// wipe waits for the keys and wipes them.
+func (ko *keyOpener) wipe() {
+	<-ko.done
+	wipeKeys(ko.keys)
+}
+
 func wipeKeys(ks []openedKey) {
 	for _, k := range ks {
 		if k.key != nil {
@@ -245,15 +274,73 @@ func (a *Appliance) inFlight(kind string) (*bailiff.QuorumOrder, uint64, error) 
 	return o, last.record, nil
 }
 
+// usedOrders returns the ids of the orders already approved on the drives,
+// with their records.
+func (a *Appliance) usedOrders() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, kind := range []string{bailiff.ReencapRosterChange, bailiff.ReencapEscrowRotation} {
+		steps, err := a.reencapSteps(kind)
+		if err != nil {
+			return nil, err
+		}
+		for _, st := range steps {
+			if st.step == "approve" {
+				out[st.order] = st.record
+			}
+		}
+	}
+	return out, nil
+}
+
+// freshOrder drafts an order (draft(created)) whose id no earlier job used:
+// two orders drafted the same second for the same work would be the same
+// bytes, so the later one is dated a second after.
+func (a *Appliance) freshOrder(draft func(created time.Time) (*bailiff.QuorumOrder, error)) (*bailiff.QuorumOrder, error) {
+	used, err := a.usedOrders()
+	if err != nil {
+		return nil, err
+	}
+	at := time.Now()
+	for {
+		o, err := draft(at)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := used[o.ID()]; !dup {
+			return o, nil
+		}
+		at = at.Add(time.Second)
+	}
+}
+
+// unusedOrder refuses an order an earlier job already carried out: its
+// objects are marked with its id, so it would find them done and change
+// nothing.
+func (a *Appliance) unusedOrder(o *bailiff.QuorumOrder) error {
+	used, err := a.usedOrders()
+	if err != nil {
+		return err
+	}
+	if rec, dup := used[o.ID()]; dup {
+		return fmt.Errorf("appliance: this %s order was already carried out (record %d); draft a new one", o.Kind, rec)
+	}
+	return nil
+}
+
 // stepRecord is a pending reencap record.
 func stepRecord(o *bailiff.QuorumOrder, step string, body []byte) pending {
 	return pending{storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap, Attrs: map[string]string{attrReencap: o.ID(), attrReencapKind: o.Kind, attrStep: step}}, bytes.NewReader(body)}
 }
 
-// closeJob appends the "done" record of a job.
+// doneRecord is the record that closes a job.
+func doneRecord(o *bailiff.QuorumOrder, total int) pending {
+	return stepRecord(o, "done", fmt.Appendf(nil, "coffre-reencap-done v1\norder %s\nkind %s\nobjects %d\n", o.ID(), o.Kind, total))
+}
+
+// closeJob appends the "done" record of a job (when its last objects were
+// not committed with it).
 func (a *Appliance) closeJob(ctx context.Context, o *bailiff.QuorumOrder, job *ReencapJob, id string) error {
-	summary := fmt.Sprintf("coffre-reencap-done v1\norder %s\nkind %s\nobjects %d\n", o.ID(), o.Kind, job.Total)
-	if _, err := a.commitBatch(ctx, []pending{stepRecord(o, "done", []byte(summary))}); err != nil {
+	if _, err := a.commitBatch(ctx, []pending{doneRecord(o, job.Total)}); err != nil {
 		return fmt.Errorf("appliance: closing the %s job: %w", o.Kind, err)
 	}
 	job.Status = "done"
@@ -314,6 +401,19 @@ func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
 		var j ReencapJob
 		if err := json.Unmarshal(b, &j); err != nil {
 			return nil, fmt.Errorf("appliance: job %s: %w", id, err)
+		}
+		// The saved state is a hint; a done record on the drives settles
+		// it (a crash can come between that record and the save).
+		if j.Status != "done" {
+			steps, err := a.reencapSteps(j.Kind)
+			if err != nil {
+				return nil, err
+			}
+			for _, st := range steps {
+				if st.step == "done" && st.order == j.Order {
+					j.Status, j.Done = "done", j.Total
+				}
+			}
 		}
 		out[j.Kind] = &j
 	}

@@ -61,16 +61,14 @@ const (
 
 // RotateEscrows runs (or resumes) an escrow rotation.
 func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*ReencapJob, error) {
-	say := o.Say
-	if say == nil {
-		say = func(string, ...any) {}
+	if o.Say == nil {
+		o.Say = func(string, ...any) {}
 	}
 	defer o.Unlock.wipe()
-	keys, err := openKeys(o.Unlock.Bailiffs)
-	if err != nil {
-		return nil, err
-	}
-	defer wipeKeys(keys)
+	// The bailiffs' keys open (slow S2K) while the job is planned and the
+	// first users are read.
+	ko := startOpenKeys(o.Unlock.Bailiffs)
+	defer ko.wipe()
 	if rc, rec, err := a.inFlight(bailiff.ReencapRosterChange); err != nil {
 		return nil, err
 	} else if rc != nil {
@@ -84,7 +82,8 @@ func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*Reen
 	if err != nil {
 		return nil, err
 	}
-	if order != nil {
+	fresh := order == nil
+	if !fresh {
 		if len(o.Users) > 0 {
 			want := slices.Clone(o.Users)
 			slices.Sort(want)
@@ -95,73 +94,79 @@ func (a *Appliance) RotateEscrows(ctx context.Context, o RotationOptions) (*Reen
 		if order.RosterDigest != r.Digest() {
 			return nil, fmt.Errorf("appliance: the escrow rotation approved in record %d is bound to another roster than the one in force", orderRec)
 		}
-		say("resuming the escrow rotation approved in record %d", orderRec)
-	} else {
-		if order, orderRec, err = a.approveRotation(ctx, r, o, keys, say); err != nil {
-			return nil, err
-		}
-	}
-	q, err := openQuorum(r, order, keys, o.Unlock.ShareCards, say)
-	if err != nil {
+		o.Say("resuming the escrow rotation approved in record %d", orderRec)
+	} else if order, err = a.draftRotation(r, o); err != nil {
 		return nil, err
 	}
-	defer q.Close()
-	return a.rotateAll(ctx, q, r, order, orderRec, o.Max, o.Progress)
+	return a.rotateAll(ctx, ko, o, r, order, orderRec, fresh)
 }
 
-func (a *Appliance) approveRotation(ctx context.Context, r *bailiff.Roster, o RotationOptions, keys []openedKey, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, error) {
+// draftRotation makes (or takes) the order of a new rotation and checks
+// it can run; nothing is written.
+func (a *Appliance) draftRotation(r *bailiff.Roster, o RotationOptions) (*bailiff.QuorumOrder, error) {
 	var order *bailiff.QuorumOrder
 	var err error
 	if len(o.Unlock.Order) > 0 {
 		if order, err = bailiff.ParseQuorumOrder(o.Unlock.Order); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if order.Kind != bailiff.ReencapEscrowRotation {
-			return nil, 0, fmt.Errorf("appliance: the order given is a %s, not an escrow rotation", order.Kind)
+			return nil, fmt.Errorf("appliance: the order given is a %s, not an escrow rotation", order.Kind)
 		}
 	} else {
 		if len(o.Users) == 0 {
-			return nil, 0, errors.New("appliance: no escrow rotation in flight: name the users whose escrow key is rotated (--user)")
+			return nil, errors.New("appliance: no escrow rotation in flight: name the users whose escrow key is rotated (--user)")
 		}
 		reason := o.Reason
 		if reason == "" {
 			reason = "recipient change"
 		}
-		if order, err = bailiff.NewRotationOrder(r, o.Users, reason, time.Now()); err != nil {
-			return nil, 0, err
+		if order, err = a.freshOrder(func(at time.Time) (*bailiff.QuorumOrder, error) {
+			return bailiff.NewRotationOrder(r, o.Users, reason, at)
+		}); err != nil {
+			return nil, err
 		}
+	}
+	if err := a.unusedOrder(order); err != nil {
+		return nil, err
 	}
 	live, err := a.liveEscrows()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for _, u := range order.Users {
 		if strings.HasPrefix(u, bailiff.ReservedPrefix) {
-			return nil, 0, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
+			return nil, fmt.Errorf("appliance: %s is reserved; the verify-shares escrow is remade by a roster change", u)
 		}
-		if _, ok := live[u]; !ok {
-			return nil, 0, fmt.Errorf("appliance: user %s has nothing in this vault", u)
+		e, ok := live[u]
+		if !ok {
+			return nil, fmt.Errorf("appliance: user %s has nothing in this vault", u)
+		}
+		esc, err := a.escrowAt(e.Record, u)
+		if err != nil {
+			return nil, err
+		}
+		if err := esc.Rewrappable(); err != nil {
+			return nil, err
 		}
 	}
-	if err := signOrder(order, r, o.Unlock.OrderSigs, keys, say); err != nil {
-		return nil, 0, err
-	}
-	if err := order.Verify(r); err != nil {
-		return nil, 0, err
-	}
+	return order, nil
+}
+
+// commitApprove appends the approve record of a new order.
+func (a *Appliance) commitApprove(ctx context.Context, order *bailiff.QuorumOrder) (uint64, error) {
 	idx, err := a.commitBatch(ctx, []pending{stepRecord(order, "approve", order.Marshal())})
 	if err != nil {
-		return nil, 0, fmt.Errorf("appliance: recording the escrow rotation: %w", err)
+		return 0, fmt.Errorf("appliance: recording the %s order: %w", order.Kind, err)
 	}
-	say("escrow rotation of %d user(s) approved (order record %d)", len(order.Users), idx[0])
-	return order, idx[0], nil
+	return idx[0], nil
 }
 
 // rotateAll rotates each user of the order not yet done, one batch per
-// user. Users are prepared (new escrow, re-wrapped items) up to
-// reencapWorkers ahead of the commits, with at most reencapWorkers
-// public-key operations at once, and committed in order.
-func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, order *bailiff.QuorumOrder, orderRec uint64, max int, progress func(done, total int)) (*ReencapJob, error) {
+// user (users ready together share a batch). A fresh order is signed,
+// verified and appended before the first user's batch, once the keys are
+// open; the first users are read meanwhile.
+func (a *Appliance) rotateAll(ctx context.Context, ko *keyOpener, o RotationOptions, r *bailiff.Roster, order *bailiff.QuorumOrder, orderRec uint64, fresh bool) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
 		return nil, err
@@ -187,63 +192,143 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 		}
 		work = append(work, rotationWork{u, e, items})
 	}
-	save := a.jobSaver(rotationJobID, job)
-	save(true)
-	if max >= 0 && len(work) > max {
-		work = work[:max]
+	if o.Max >= 0 && len(work) > o.Max {
+		work = work[:o.Max]
 	}
-	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
 
-	// This goroutine reads each user's records (never while it commits, so
-	// reads do not wait for the drives' fsyncs) up to rotateAhead users
-	// ahead; their public-key work runs meanwhile, at most reencapWorkers
-	// operations at once; the batches are committed in order.
+	// The public-key work runs on reencapWorkers workers, in user order:
+	// the new escrow of user u+1 is made while the items of user u are
+	// re-wrapped, so users complete one after the other and this
+	// goroutine commits each (with any others ready) while the workers go
+	// on. This goroutine also reads the users' records, rotateAhead users
+	// ahead, never while it commits (reads would wait for the syncs).
 	wctx, cancel := context.WithCancel(ctx)
+	reads := make([]chan *rotationBatch, len(work))
 	results := make([]chan *rotationBatch, len(work))
-	for i := range results {
+	for i := range work {
+		reads[i] = make(chan *rotationBatch, 1)
 		results[i] = make(chan *rotationBatch, 1)
 	}
-	cpu := make(chan struct{}, reencapWorkers)
+	var q *bailiff.EscrowQuorum
 	var wg sync.WaitGroup
 	defer func() {
 		// No preparation outlives the quorum; drop what was not committed.
 		cancel()
 		wg.Wait()
-		for _, c := range results {
-			select {
-			case b := <-c:
-				b.release()
-			default:
+		for i := range work {
+			for _, c := range []chan *rotationBatch{reads[i], results[i]} {
+				select {
+				case b := <-c:
+					b.release()
+				default:
+				}
 			}
 		}
+		if q != nil {
+			q.Close()
+		}
 	}()
-	launched := 0
+	read := 0
 	launch := func(committed int) {
-		for launched < len(work) && launched < committed+rotateAhead {
-			i := launched
-			b := a.readRotation(order.ID(), work[i])
-			wg.Go(func() { results[i] <- a.prepareRotation(wctx, q, r, work[i], b, cpu) })
-			launched++
+		for read < len(work) && read < committed+rotateAhead {
+			reads[read] <- a.readRotation(order.ID(), work[read])
+			read++
 		}
 	}
-	for i, t := range work {
+	launch(0)
+	keys, err := ko.wait()
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		// Signed and checked before anything runs under the quorum.
+		if err := signOrder(order, r, o.Unlock.OrderSigs, keys, o.Say); err != nil {
+			return nil, err
+		}
+		if err := order.Verify(r); err != nil {
+			return nil, err
+		}
+	}
+	if q, err = openQuorum(r, order, keys, o.Unlock.ShareCards, o.Say); err != nil {
+		return nil, err
+	}
+	tasks := make(chan func(), 64) // queued: a worker never waits for the feeder to be scheduled
+	for range reencapWorkers {
+		wg.Go(func() {
+			for f := range tasks {
+				f()
+			}
+		})
+	}
+	wg.Go(func() { a.feedRotation(wctx, q, r, work, reads, results, tasks) })
+	if fresh {
+		// The order goes to the drives while the first users are prepared,
+		// and before any of them is committed.
+		if job.Record, err = a.commitApprove(ctx, order); err != nil {
+			return nil, err
+		}
+		o.Say("escrow rotation of %d user(s) approved (order record %d)", len(order.Users), job.Record)
+	}
+	save := a.jobSaver(rotationJobID, job)
+	save(true)
+	a.Log.Info("escrow rotation: re-wrapping items", "order", order.ID(), "users", len(work), "done", job.Done, "total", job.Total)
+	progress := o.Progress
+	for i := 0; i < len(work); {
 		launch(i)
-		b := <-results[i]
-		if b.err != nil {
+		// Commit user i with the users after it that are already prepared,
+		// in one batch (one sync per drive for all of them), each user
+		// still all or nothing.
+		var group []*rotationBatch
+		var ps []pending
+		for j := i; j < len(work); j++ {
+			if j > i && len(ps)+1+len(work[j].items) > storage.MaxBatch {
+				break
+			}
+			var b *rotationBatch
+			if j == i {
+				b = <-results[j]
+			} else {
+				select {
+				case b = <-results[j]:
+				default:
+				}
+			}
+			if b == nil {
+				break
+			}
+			group = append(group, b)
+			if b.err != nil {
+				for _, g := range group {
+					g.release()
+				}
+				return job, b.err
+			}
+			ps = append(ps, b.ps...)
+		}
+		closing := i+len(group) == len(work) && job.Done+countItems(work[i:]) == job.Total
+		if closing {
+			ps = append(ps, doneRecord(order, job.Total)) // the job ends with its last users
+		}
+		_, err := a.commitBatch(ctx, ps)
+		for _, b := range group {
 			b.release()
-			return job, b.err
 		}
-		_, err := a.commitBatch(ctx, b.ps)
-		b.release()
 		if err != nil {
-			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", t.user, err)
+			return job, fmt.Errorf("appliance: escrow rotation of %s: %w", work[i].user, err)
 		}
-		a.mu.Lock()
-		a.escrows[t.user] = b.rot.New
-		a.mu.Unlock()
-		a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
-		job.Done += len(t.items)
-		job.Bytes += b.bytes
+		if closing {
+			job.Status = "done"
+		}
+		for k, b := range group {
+			t := work[i+k]
+			a.mu.Lock()
+			a.escrows[t.user] = b.rot.New
+			a.mu.Unlock()
+			a.Log.Info("escrow rotated", "user", t.user, "new", b.rot.New.Fingerprint, "items", len(t.items))
+			job.Done += len(t.items)
+			job.Bytes += b.bytes
+		}
+		i += len(group)
 		save(false)
 		if progress != nil {
 			progress(job.Done, job.Total)
@@ -253,11 +338,22 @@ func (a *Appliance) rotateAll(ctx context.Context, q *bailiff.EscrowQuorum, r *b
 	if job.Done < job.Total {
 		return job, nil // bounded run (--max): resume later
 	}
-	if err := a.closeJob(ctx, order, job, rotationJobID); err != nil {
-		return job, err
+	if job.Status != "done" {
+		if err := a.closeJob(ctx, order, job, rotationJobID); err != nil {
+			return job, err
+		}
 	}
 	a.Log.Info("escrow rotation done", "order", order.ID(), "items", job.Total)
 	return job, nil
+}
+
+// countItems counts the items of the users in w.
+func countItems(w []rotationWork) int {
+	n := 0
+	for _, t := range w {
+		n += len(t.items)
+	}
+	return n
 }
 
 // rotationWork is one user to rotate.
@@ -359,56 +455,112 @@ type readItem struct {
 	stream io.Reader // large items
 }
 
-// prepareRotation makes the user's new escrow and re-wraps every item read
-// (on the cores cpu allows), for rotateAll to append in one batch.
-func (a *Appliance) prepareRotation(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, w rotationWork, b *rotationBatch, cpu chan struct{}) *rotationBatch {
-	if b.err != nil {
-		return b
-	}
-	fail := func(err error) *rotationBatch { b.err = err; return b }
-	cpu <- struct{}{}
-	esc, err := bailiff.ParseStoredEscrow(b.escrow)
-	if err == nil && esc.UserID != w.user {
-		err = fmt.Errorf("record %d holds the escrow of %q", w.esc.Record, esc.UserID)
-	}
-	if err == nil {
-		b.rot, err = q.Rotate(esc, r)
-	}
-	<-cpu
-	if err != nil {
-		return fail(fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err))
-	}
-	b.ps = make([]pending, 1+len(b.items))
-	b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for i := range b.items {
-		select {
-		case cpu <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return fail(ctx.Err())
+// feedRotation hands the workers the public-key work of each user in
+// order: the user's new escrow (Rotate), then, once the previous user's
+// escrow is made, that user's items. Each user's batch goes to results
+// exactly once: when all of it is done, when it failed, or when the job
+// stops (rotateAll drops it after the workers have finished). It closes
+// tasks when it returns.
+func (a *Appliance) feedRotation(ctx context.Context, q *bailiff.EscrowQuorum, r *bailiff.Roster, work []rotationWork, reads, results []chan *rotationBatch, tasks chan<- func()) {
+	batches := make([]*rotationBatch, len(work))
+	handed := make([]bool, len(work)) // batch u is delivered, or its items will deliver it
+	deliver := func(u int) {
+		if !handed[u] {
+			handed[u] = true
+			results[u] <- batches[u]
 		}
-		wg.Go(func() {
-			p, err := rewrapItem(b.rot, &b.items[i], b.order)
-			<-cpu
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
+	}
+	defer func() {
+		for u := range batches {
+			if batches[u] != nil {
+				deliver(u)
 			}
-			b.ps[1+i] = p
-			b.bytes += b.items[i].size
-		})
+		}
+		close(tasks)
+	}()
+	submit := func(f func()) bool {
+		select {
+		case tasks <- f:
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return fail(firstErr)
+	made := make([]chan struct{}, len(work)) // closed when the user's escrow is made (or failed)
+	for u := 0; u <= len(work); u++ {
+		if u < len(work) {
+			select {
+			case batches[u] = <-reads[u]:
+			case <-ctx.Done():
+				return
+			}
+			b, w := batches[u], work[u]
+			made[u] = make(chan struct{})
+			if b.err != nil {
+				close(made[u])
+			} else if !submit(func() {
+				defer close(made[u])
+				esc, err := bailiff.ParseStoredEscrow(b.escrow)
+				if err == nil && esc.UserID != w.user {
+					err = fmt.Errorf("record %d holds the escrow of %q", w.esc.Record, esc.UserID)
+				}
+				if err == nil {
+					b.rot, err = q.Rotate(esc, r)
+				}
+				if err != nil {
+					b.err = fmt.Errorf("appliance: escrow rotation of %s: %w", w.user, err)
+					return
+				}
+				b.ps = make([]pending, 1+len(b.items))
+				b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
+			}) {
+				return
+			}
+		}
+		if u == 0 {
+			continue
+		}
+		p := u - 1
+		select {
+		case <-made[p]:
+		case <-ctx.Done():
+			return
+		}
+		b := batches[p]
+		if b.err != nil || len(b.items) == 0 {
+			deliver(p)
+			continue
+		}
+		var mu sync.Mutex
+		left := len(b.items)
+		done := func(n int) { // under mu
+			if left -= n; left == 0 {
+				results[p] <- b
+			}
+		}
+		handed[p] = true
+		for i := range b.items {
+			if !submit(func() {
+				pend, err := rewrapItem(b.rot, &b.items[i], b.order)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && b.err == nil {
+					b.err = err
+				}
+				b.ps[1+i] = pend
+				b.bytes += b.items[i].size
+				done(1)
+			}) {
+				mu.Lock()
+				if b.err == nil {
+					b.err = ctx.Err()
+				}
+				done(len(b.items) - i) // the items not handed out
+				mu.Unlock()
+				return
+			}
+		}
 	}
-	return b
 }
 
 // rewrapItem returns the record that replaces an item: the same meta

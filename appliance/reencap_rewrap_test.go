@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +121,11 @@ func TestReencapEscrowRotation(t *testing.T) {
 	if out := e.coffre("reencap", "status", "--state", e.state); !strings.Contains(out, "done, 3 of 3 items") {
 		t.Fatalf("status: %s", out)
 	}
+	// An order is carried out once.
+	if out, code := e.run("reencap", "run", "--state", e.state, "--kind", "escrow", "--order", e.path("order.txt"), "--order-sig", e.path("order.b3.sig"),
+		"--bailiff", e.bailiffArg(1), "--share-cards", e.path("b3-shares")); code != 1 || !strings.Contains(out, "already carried out") {
+		t.Fatalf("the same order again: exit %d\n%s", code, out)
+	}
 
 	a = e.open()
 	escs2, recs2, items := liveState(t, a)
@@ -163,7 +170,7 @@ func TestReencapEscrowRotation(t *testing.T) {
 // the same order as its user's live escrow; at the end restitution opens
 // the items under the twentieth key and the drives audit clean.
 func TestRewrapResumesAfterKill(t *testing.T) {
-	const users, per = 6, 4
+	const users, per = 8, 4
 	e, contents := newQuorumVault(t, users, per)
 	var userArgs []string
 	for u := 0; u < users; u++ {
@@ -177,11 +184,14 @@ func TestRewrapResumesAfterKill(t *testing.T) {
 		args := append([]string{"reencap", "run", "--state", e.state, "--kind", "escrow", "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2)}, userArgs...)
 		killMidJob(t, exec.Command(filepath.Join(binDir, "coffre"), args...), "re-wrapping", rng)
 		t1 := time.Now()
-		if e.jobInterrupted("escrow-rotation") {
+		inFlight, partWay := e.jobState("escrow-rotation")
+		if partWay {
 			midJob++
 		}
 		t2 := time.Now()
-		e.coffre("reencap", "run", "--state", e.state, "--kind", "escrow", "--bailiff", e.bailiffArg(2), "--bailiff", e.bailiffArg(3))
+		if inFlight { // else the job ended before the kill
+			e.coffre("reencap", "run", "--state", e.state, "--kind", "escrow", "--bailiff", e.bailiffArg(2), "--bailiff", e.bailiffArg(3))
+		}
 		t3 := time.Now()
 		a := e.open()
 		prev = checkRotationCycle(t, a, users, per, prev, i)
@@ -255,4 +265,119 @@ func checkRotationCycle(t *testing.T, a *appliance.Appliance, users, per int, pr
 		}
 	}
 	return cur
+}
+
+// TestReencapStopsOnInterrupt: SIGINT in the middle of a quorum job stops
+// it cleanly (no goroutine left waiting, nothing half-written, exit 1 with
+// the advice to resume), and the same command resumes it.
+func TestReencapStopsOnInterrupt(t *testing.T) {
+	const users, per = 6, 4
+	e, _ := newQuorumVault(t, users, per)
+	fp3 := e.fingerprint(3)
+	e.enrol(4)
+	e.coffre("reencap", "draft-roster", "--state", e.state, "--remove", fp3, "--add", "B4:"+e.path("ceremony", "B4.pub.asc"), "--out", e.path("r2.txt"))
+	var userArgs []string
+	for u := 0; u < users; u++ {
+		userArgs = append(userArgs, "--user", fmt.Sprintf("user%d", u))
+	}
+	for _, c := range []struct {
+		kind, progress string
+		start          []string
+	}{
+		{"escrow", "re-wrapping", userArgs},
+		{"roster", "re-splitting", []string{"--new-roster", e.path("r2.txt"), "--new-bailiff", e.bailiffArg(4)}},
+	} {
+		args := append([]string{"reencap", "run", "--state", e.state, "--kind", c.kind, "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2)}, c.start...)
+		cmd := exec.Command(filepath.Join(binDir, "coffre"), args...)
+		cmd.Env = append(os.Environ(), "COFFRE_PASSPHRASE="+testPass)
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var seen []byte
+		buf := make([]byte, 4096)
+		for !bytes.Contains(seen, []byte(c.progress)) {
+			n, err := stderr.Read(buf)
+			seen = append(seen, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		cmd.Process.Signal(syscall.SIGINT)
+		rest, _ := io.ReadAll(stderr)
+		seen = append(seen, rest...)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%s: the job did not stop after SIGINT", c.kind)
+		}
+		if cmd.ProcessState.ExitCode() == 0 {
+			// It may have finished before the signal landed; then there
+			// is nothing to resume.
+			t.Logf("%s: finished before SIGINT", c.kind)
+		} else if !strings.Contains(string(seen), "run the same command again") {
+			t.Fatalf("%s: exit %d without the advice to resume:\n%s", c.kind, cmd.ProcessState.ExitCode(), seen)
+		}
+		out := e.coffre("reencap", "run", "--state", e.state, "--kind", c.kind, "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
+		if !strings.Contains(out, "done") {
+			t.Fatalf("%s resume: %s", c.kind, out)
+		}
+	}
+	a := e.open()
+	defer a.Close()
+	_, _, items := liveState(t, a)
+	for u := 0; u < users; u++ {
+		if n := items[fmt.Sprintf("user%d", u)]; n != per {
+			t.Fatalf("user%d has %d live items, want %d", u, n, per)
+		}
+	}
+}
+
+// TestReencapInProcess runs both quorum kinds inside the test process, so
+// that `go test -race` watches their workers (the other tests run them as
+// the coffre binary).
+func TestReencapInProcess(t *testing.T) {
+	const users, per = 4, 3
+	e, contents := newQuorumVault(t, users, per)
+	e.enrol(4)
+	secret := func(i int) appliance.BailiffSecret {
+		sec, _ := os.ReadFile(e.path("ceremony", fmt.Sprintf("B%d.sec.asc", i)))
+		pass, _ := os.ReadFile(e.path(fmt.Sprintf("pass%d", i)))
+		return appliance.BailiffSecret{Label: fmt.Sprint(i), SecretKey: sec, Passphrase: bytes.TrimSpace(pass)}
+	}
+	var ids []string
+	for u := 0; u < users; u++ {
+		ids = append(ids, fmt.Sprintf("user%d", u))
+	}
+	a := e.open()
+	defer a.Close()
+	job, err := a.RotateEscrows(t.Context(), appliance.RotationOptions{Users: ids, Max: -1, Unlock: appliance.QuorumUnlock{Bailiffs: []appliance.BailiffSecret{secret(1), secret(2)}}})
+	if err != nil || job.Status != "done" || job.Total != users*per {
+		t.Fatalf("rotation: %+v %v", job, err)
+	}
+	pub, _ := os.ReadFile(e.path("ceremony", "B4.pub.asc"))
+	next, err := a.DraftRoster(0, []string{e.fingerprint(3)}, []appliance.ImportedBailiff{{Name: "B4", Public: pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err = a.RosterChange(t.Context(), appliance.RosterChangeOptions{NewRoster: next.Marshal(), NewBailiffs: []appliance.BailiffSecret{secret(4)}, Max: -1,
+		Unlock: appliance.QuorumUnlock{Bailiffs: []appliance.BailiffSecret{secret(1), secret(2)}}})
+	if err != nil || job.Status != "done" || job.Total != users {
+		t.Fatalf("roster change: %+v %v", job, err)
+	}
+	escs, _, items := liveState(t, a)
+	for u, esc := range escs {
+		if esc.RosterDigest != next.Digest() {
+			t.Fatalf("escrow of %s is not under the new roster", u)
+		}
+		if !strings.HasPrefix(u, "coffre:") && items[u] != per {
+			t.Fatalf("user %s has %d live items", u, items[u])
+		}
+	}
+	for _, u := range ids {
+		e.checkRestitution(a, u, contents[u], 1, 4)
+	}
 }

@@ -278,9 +278,14 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 		if reason == "" {
 			reason = fmt.Sprintf("roster change to %d of %d", next.Threshold, len(next.Bailiffs))
 		}
-		if order, err = bailiff.NewRosterChangeOrder(old, next, reason, now); err != nil {
+		if order, err = a.freshOrder(func(at time.Time) (*bailiff.QuorumOrder, error) {
+			return bailiff.NewRosterChangeOrder(old, next, reason, at)
+		}); err != nil {
 			return fail(err)
 		}
+	}
+	if err := a.unusedOrder(order); err != nil {
+		return fail(err)
 	}
 	if err := signOrder(order, old, o.Unlock.OrderSigs, keys, say); err != nil {
 		return fail(err)
@@ -391,19 +396,27 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 	}
 	var batch []pending
 	var users []string
-	flush := func() error {
+	flush := func(last bool) error {
 		if len(batch) == 0 {
 			return nil
 		}
+		n := len(batch)
+		closing := last && job.Done+n == job.Total
+		if closing {
+			batch = append(batch, doneRecord(order, job.Total)) // the job ends with its last escrows
+		}
 		if _, err := a.commitBatch(ctx, batch); err != nil {
 			return fmt.Errorf("appliance: roster change: %w", err)
+		}
+		if closing {
+			job.Status = "done"
 		}
 		a.mu.Lock()
 		for _, u := range users {
 			delete(a.escrows, u) // reloaded (and its key checked) when next needed
 		}
 		a.mu.Unlock()
-		job.Done += len(batch)
+		job.Done += n
 		save(false)
 		if progress != nil {
 			progress(job.Done, job.Total)
@@ -425,7 +438,7 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 		users = append(users, t.user)
 		// Commit what is ready: a batch costs one fsync per drive.
 		if len(batch) >= maxResplitBatch || i+1 == len(work) || len(results[i+1]) == 0 {
-			if err := flush(); err != nil {
+			if err := flush(i+1 == len(work)); err != nil {
 				return job, err
 			}
 		}
@@ -434,8 +447,10 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 	if job.Done < job.Total {
 		return job, nil // bounded run (--max): resume later
 	}
-	if err := a.closeJob(ctx, order, job, rosterJobID); err != nil {
-		return job, err
+	if job.Status != "done" {
+		if err := a.closeJob(ctx, order, job, rosterJobID); err != nil {
+			return job, err
+		}
 	}
 	a.Log.Info("roster change done", "order", order.ID(), "escrows", job.Total)
 	return job, nil

@@ -395,11 +395,14 @@ func TestRosterChangeResumesAfterKill(t *testing.T) {
 			"--new-bailiff", e.bailiffArg(out), "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
 		killMidJob(t, cmd, "re-splitting", rng)
 		t1 := time.Now()
-		if e.jobInterrupted("roster-change") {
+		inFlight, partWay := e.jobState("roster-change")
+		if partWay {
 			midJob++
 		}
 		t2 := time.Now()
-		e.coffre("reencap", "run", "--state", e.state, "--kind", "roster", "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
+		if inFlight { // else the job ended before the kill
+			e.coffre("reencap", "run", "--state", e.state, "--kind", "roster", "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
+		}
 		t3 := time.Now()
 		a := e.open()
 		r, err := a.Roster()
@@ -480,37 +483,65 @@ func checkRosterCycle(t *testing.T, a *appliance.Appliance, r *bailiff.Roster, u
 	}
 }
 
-// killMidJob starts cmd and SIGKILLs it at a random moment after its
-// progress bar (what) appeared on stderr, i.e. once the job has committed
-// something and before it ends, most of the time.
+// killMidJob starts cmd and SIGKILLs it part-way through its job: when
+// its progress bar (what, "… (done/total)") first shows, it picks a random
+// target in the first half of the job and kills the process 0-3 ms after
+// the progress reaches it. A job whose progress jumps from below the target to the end
+// is not interrupted (the callers count the kills that landed).
 func killMidJob(t *testing.T, cmd *exec.Cmd, what string, rng *rand.Rand) {
 	t.Helper()
 	cmd.Env = append(os.Environ(), "COFFRE_PASSPHRASE="+testPass)
-	stderr, _ := cmd.StderrPipe()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	pw.Close()
+	defer pr.Close()
+	progress := regexp.MustCompile(`\((\d+)/(\d+)\)`)
 	buf := make([]byte, 4096)
 	var seen []byte
-	for !bytes.Contains(seen, []byte(what)) {
-		n, err := stderr.Read(buf)
+	target := -1
+	for {
+		n, err := pr.Read(buf)
 		seen = append(seen, buf[:n]...)
+		if m := progress.FindAllSubmatch(seen, -1); len(m) > 0 && bytes.Contains(seen, []byte(what)) {
+			last := m[len(m)-1]
+			done, _ := strconv.Atoi(string(last[1]))
+			total, _ := strconv.Atoi(string(last[2]))
+			if target < 0 && total > 1 {
+				// In the first half: the progress moves in steps of
+				// whole batches, the last one may take the job to its
+				// end in one go.
+				target = 1 + rng.IntN(max(1, total/2))
+			}
+			if done >= total {
+				break // finished before the target
+			}
+			if target >= 0 && done >= target {
+				time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
+				cmd.Process.Signal(syscall.SIGKILL)
+				break
+			}
+		}
 		if err != nil {
 			break
 		}
 	}
-	time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
-	cmd.Process.Signal(syscall.SIGKILL)
-	go io.Copy(io.Discard, stderr)
+	go io.Copy(io.Discard, pr)
 	cmd.Wait()
 	if !bytes.Contains(seen, []byte(what)) {
-		t.Fatalf("the job ended before its progress showed:\n%s", seen)
+		t.Fatalf("the job showed no progress (%v):\n%s", cmd.ProcessState, seen)
 	}
 }
 
-// jobInterrupted reads `coffre reencap status --json` (a process, like
-// the operator's) and reports whether the job of kind stopped part-way.
-func (e *env) jobInterrupted(kind string) bool {
+// jobState reads `coffre reencap status --json` (a process, like the
+// operator's): whether the job of kind is still to be finished (in
+// flight), and whether it stopped part-way (some objects done, not all).
+func (e *env) jobState(kind string) (inFlight, partWay bool) {
 	e.t.Helper()
 	var st struct {
 		Jobs map[string]appliance.ReencapJob `json:"quorum_jobs"`
@@ -525,7 +556,7 @@ func (e *env) jobInterrupted(kind string) bool {
 		e.t.Fatal(err)
 	}
 	j, ok := st.Jobs[kind]
-	return ok && j.Done > 0 && j.Status != "done"
+	return ok && j.Status != "done", ok && j.Done > 0 && j.Status != "done"
 }
 
 // killCycles is how many jobs the kill tests interrupt (20; fewer with

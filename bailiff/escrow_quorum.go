@@ -258,11 +258,15 @@ func (q *EscrowQuorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 		return nil, err
 	}
 	defer clear(secret)
-	ne := &Escrow{UserID: esc.UserID, RosterDigest: next.Digest(), Fingerprint: esc.Fingerprint, Public: bytes.Clone(esc.Public), AEAD: AlgEscrowAEAD, Threshold: next.Threshold, pub: esc.pub}
+	// The same bundle (whatever its version and key), re-sealed and re-split.
+	ne := *esc
+	ne.Public = bytes.Clone(esc.Public)
+	ne.RosterDigest, ne.Threshold, ne.AEAD = next.Digest(), next.Threshold, AlgEscrowAEAD
+	ne.Shares = nil
 	if err := ne.sealAndSplit(secret, next, q.now()); err != nil {
 		return nil, err
 	}
-	return ne, nil
+	return &ne, nil
 }
 
 // verifyNext checks the new roster of a roster change is signed by all its
@@ -347,6 +351,9 @@ func (q *EscrowQuorum) Rotate(esc *Escrow, r *Roster) (*Rotation, error) {
 	if r.Digest() != q.roster.Digest() {
 		return nil, fmt.Errorf("%w: a rotation makes the new escrow under the order's roster", ErrWrongEscrow)
 	}
+	if err := esc.Rewrappable(); err != nil {
+		return nil, err
+	}
 	shares, err := q.shares(esc)
 	if err != nil {
 		return nil, err
@@ -406,6 +413,17 @@ func ecdhSubkey(secret []byte) (*packet.PrivateKey, error) {
 		return nil, errors.New("sealed key has no ECDH subkey")
 	}
 	return found, nil
+}
+
+// Rewrappable says whether an escrow rotation can re-wrap the items of
+// this escrow: its key must be the classical one (v4 ECDSA P-521 with an
+// ECDH P-521 subkey, items with PKESK v3). Another escrow key (a
+// post-quantum one) gets a new key through the algorithm upgrade.
+func (e *Escrow) Rewrappable() error {
+	if err := checkStoredKey(e.Public, e.Fingerprint); err != nil {
+		return fmt.Errorf("bailiff: the escrow of %s cannot be rotated by re-wrapping (%v); only P-521 escrows are, a post-quantum escrow gets a new key through the algorithm upgrade", e.UserID, err)
+	}
+	return nil
 }
 
 // Close wipes the old escrow private key.
