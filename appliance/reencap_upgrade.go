@@ -299,12 +299,6 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	keys = nil // the session owns them now
 	od := order.Digest()
 	job.Order = hex.EncodeToString(od[:])
-	if _, err := a.commit(ctx, storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap,
-		Attrs: map[string]string{"step": "order", "action": bailiff.ActionUpgrade, "order": job.Order}}, bytes.NewReader(order.Marshal())); err != nil {
-		return nil, fmt.Errorf("appliance: recording the upgrade order: %w", err)
-	}
-	a.putUpgradeJob(job)
-	a.Log.Info("algorithm upgrade", "users", len(users), "items", todo, "target", bailiff.AlgKeyPQ, "order", job.Order)
 	live, err := a.liveEscrowRecords()
 	if err != nil {
 		return nil, err
@@ -315,7 +309,9 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	// Two stages: one goroutine prepares each user's batches (new escrow,
 	// old escrow opened by the quorum, items re-encrypted on every core),
 	// this one appends them in order; so re-encryption of the next batch
-	// overlaps the drives' writes and syncs of the last.
+	// overlaps the drives' writes and syncs of the last. Preparing writes
+	// nothing: the first user is prepared while the order is recorded, and
+	// no batch is appended before the order is on the drives.
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch := make(chan *upgradeBatch, 1)
@@ -324,6 +320,17 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 		defer close(ch)
 		perr <- a.produceUpgrade(pctx, q, r, od, users, live, o.BatchItems, ch)
 	}()
+	if _, err := a.commit(ctx, storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap,
+		Attrs: map[string]string{"step": "order", "action": bailiff.ActionUpgrade, "order": job.Order}}, bytes.NewReader(order.Marshal())); err != nil {
+		cancel()
+		for b := range ch {
+			b.release()
+		}
+		<-perr
+		return nil, fmt.Errorf("appliance: recording the upgrade order: %w", err)
+	}
+	a.putUpgradeJob(job)
+	a.Log.Info("algorithm upgrade", "users", len(users), "items", todo, "target", bailiff.AlgKeyPQ, "order", job.Order)
 	finished := 0
 	var cerr error
 	for b := range ch {
