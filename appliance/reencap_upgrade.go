@@ -299,12 +299,6 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	keys = nil // the session owns them now
 	od := order.Digest()
 	job.Order = hex.EncodeToString(od[:])
-	if _, err := a.commit(ctx, storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap,
-		Attrs: map[string]string{"step": "order", "action": bailiff.ActionUpgrade, "order": job.Order}}, bytes.NewReader(order.Marshal())); err != nil {
-		return nil, fmt.Errorf("appliance: recording the upgrade order: %w", err)
-	}
-	a.putUpgradeJob(job)
-	a.Log.Info("algorithm upgrade", "users", len(users), "items", todo, "target", bailiff.AlgKeyPQ, "order", job.Order)
 	live, err := a.liveEscrowRecords()
 	if err != nil {
 		return nil, err
@@ -315,7 +309,9 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	// Two stages: one goroutine prepares each user's batches (new escrow,
 	// old escrow opened by the quorum, items re-encrypted on every core),
 	// this one appends them in order; so re-encryption of the next batch
-	// overlaps the drives' writes and syncs of the last.
+	// overlaps the drives' writes and syncs of the last. Preparing writes
+	// nothing: the first user is prepared while the order is recorded, and
+	// no batch is appended before the order is on the drives.
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch := make(chan *upgradeBatch, 1)
@@ -324,6 +320,17 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 		defer close(ch)
 		perr <- a.produceUpgrade(pctx, q, r, od, users, live, o.BatchItems, ch)
 	}()
+	if _, err := a.commit(ctx, storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap,
+		Attrs: map[string]string{"step": "order", "action": bailiff.ActionUpgrade, "order": job.Order}}, bytes.NewReader(order.Marshal())); err != nil {
+		cancel()
+		for b := range ch {
+			b.release()
+		}
+		<-perr
+		return nil, fmt.Errorf("appliance: recording the upgrade order: %w", err)
+	}
+	a.putUpgradeJob(job)
+	a.Log.Info("algorithm upgrade", "users", len(users), "items", todo, "target", bailiff.AlgKeyPQ, "order", job.Order)
 	finished := 0
 	var cerr error
 	for b := range ch {
@@ -471,6 +478,7 @@ type userSetup struct {
 	oldE, newE     *bailiff.Escrow
 	oldIdx, newIdx uint64
 	todo           []catalog.Entry
+	prefetched     map[uint64][]byte // old ciphertexts read ahead (record -> bytes)
 	key            *bailiff.EscrowKey
 	done           []func() // close the key, unlock the user
 	nothing        bool     // already upgraded
@@ -530,6 +538,12 @@ func (a *Appliance) setupUser(ctx context.Context, q *bailiff.Quorum, r *bailiff
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Read the user's small items ahead, here, off the re-encryption
+	// workers: the drives are locked while a batch is appended, and a
+	// worker waiting on that lock leaves its core idle.
+	if err := a.prefetch(s); err != nil {
+		return nil, err
+	}
 	// The new escrow is generated while the quorum opens the old one.
 	gen := make(chan error, 1)
 	if s.newE == nil {
@@ -560,6 +574,38 @@ func (a *Appliance) setupUser(ctx context.Context, q *bailiff.Quorum, r *bailiff
 	return s, nil
 }
 
+// upgradePrefetch bounds the old ciphertexts read ahead for one user.
+const upgradePrefetch = 16 << 20
+
+// prefetch reads the old ciphertexts of a user's small items into memory,
+// in record order, up to upgradePrefetch bytes.
+func (a *Appliance) prefetch(s *userSetup) error {
+	var total int64
+	for _, e := range s.todo {
+		if e.Meta.Size > bufferLimit {
+			continue
+		}
+		if total+e.Meta.Size > upgradePrefetch {
+			break
+		}
+		_, _, body, err := a.vault.Get(e.Record)
+		if err != nil {
+			return fmt.Errorf("appliance: upgrade: reading record %d: %w", e.Record, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(body, bufferLimit+64<<10))
+		body.Close()
+		if err != nil {
+			return fmt.Errorf("appliance: upgrade: reading record %d: %w", e.Record, err)
+		}
+		if s.prefetched == nil {
+			s.prefetched = map[uint64][]byte{}
+		}
+		s.prefetched[e.Record] = b
+		total += int64(len(b))
+	}
+	return nil
+}
+
 // produceBatches cuts a user's items into batches and prepares each.
 func (a *Appliance) produceBatches(ctx context.Context, r *bailiff.Roster, order [32]byte, s *userSetup, batchItems int, send func(*upgradeBatch) error) error {
 	if s.nothing {
@@ -581,7 +627,7 @@ func (a *Appliance) produceBatches(ctx context.Context, r *bailiff.Roster, order
 			b.recs = append(b.recs, pending{storage.TypeEscrow, m, bytes.NewReader(s.newE.Marshal())})
 			b.newEscrow = s.newE
 		}
-		items, cleanup, err := a.prepareUpgrade(ctx, s.key, s.newE, chunk)
+		items, cleanup, err := a.prepareUpgrade(ctx, s.key, s.newE, chunk, s.prefetched)
 		if err != nil {
 			return err
 		}
@@ -654,7 +700,7 @@ func chunkItems(items []catalog.Entry, n int) [][]catalog.Entry {
 // re-encrypted now, on every core, into memory; large ones are streamed into
 // the batch as the drives take it. cleanup releases what a failed or
 // finished batch left open.
-func (a *Appliance) prepareUpgrade(ctx context.Context, key *bailiff.EscrowKey, newE *bailiff.Escrow, chunk []catalog.Entry) ([]pending, func(), error) {
+func (a *Appliance) prepareUpgrade(ctx context.Context, key *bailiff.EscrowKey, newE *bailiff.Escrow, chunk []catalog.Entry, pre map[uint64][]byte) ([]pending, func(), error) {
 	out := make([]pending, len(chunk))
 	var closers []func()
 	cleanup := func() {
@@ -716,10 +762,15 @@ func (a *Appliance) prepareUpgrade(ctx context.Context, key *bailiff.EscrowKey, 
 				}
 				i := small[j]
 				e := chunk[i]
-				_, _, body, err := a.vault.Get(e.Record)
-				if err != nil {
-					errs[j] = fmt.Errorf("appliance: upgrade: reading record %d: %w", e.Record, err)
-					continue
+				var body io.ReadCloser
+				var err error
+				if ct, ok := pre[e.Record]; ok {
+					body = io.NopCloser(bytes.NewReader(ct))
+				} else {
+					if _, _, body, err = a.vault.Get(e.Record); err != nil {
+						errs[j] = fmt.Errorf("appliance: upgrade: reading record %d: %w", e.Record, err)
+						continue
+					}
 				}
 				var buf bytes.Buffer
 				buf.Grow(int(e.Meta.Size) + 2048)

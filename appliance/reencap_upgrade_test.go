@@ -449,7 +449,7 @@ func signAndOpen(t *testing.T, e *env, r *bailiff.Roster, o *bailiff.ReencapOrde
 // every user ends with one live escrow, the users not yet reached are
 // untouched, and restitution and audit work at the end.
 func TestAlgorithmUpgradeResumesAfterKill(t *testing.T) {
-	const users, perUser = 20, 12
+	const users, perUser = 20, 16
 	e := newVault(t)
 	items := map[string][]byte{}
 	for u := 0; u < users; u++ {
@@ -499,7 +499,7 @@ func TestAlgorithmUpgradeResumesAfterKill(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(25)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		go io.Copy(io.Discard, stderr)
 		cmd.Wait()

@@ -27,6 +27,10 @@ import (
 // exactly as openItem reads it. Anything else, or any mismatch before a
 // byte is consumed, goes to openItemAny unchanged.
 
+// fastBuf sizes the read buffers of the upgrade's item reader: most items
+// are a few KiB, and an upgrade opens them by the thousand.
+const fastBuf = 16 << 10
+
 // p521OID (ecdhkey.go) is the length-prefixed OID of NIST P-521 as it
 // enters the RFC 6637 KDF parameters.
 
@@ -71,7 +75,7 @@ func newFastKey(e *openpgp.Entity) *fastKey {
 // openItemFast opens an item with the escrow key, through the fast key
 // packet path when the item has the shape SealItem writes.
 func openItemFast(r io.Reader, keys openpgp.EntityList, fk *fastKey) (io.Reader, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, fastBuf)
 	if fk == nil {
 		return openItemAny(br, keys)
 	}
@@ -191,7 +195,7 @@ func openSEIPDv1(r io.Reader, key []byte) (rd io.Reader, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &mdcReader{src: se.Contents, dec: dec, h: sha1.New(), buf: make([]byte, openBuf)}
+	m := &mdcReader{src: se.Contents, dec: dec, h: sha1.New(), buf: make([]byte, fastBuf)}
 	if err := m.start(); err != nil {
 		dec.Wipe()
 		return nil, err
