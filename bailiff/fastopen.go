@@ -31,9 +31,6 @@ import (
 // are a few KiB, and an upgrade opens them by the thousand.
 const fastBuf = 16 << 10
 
-// p521OID (ecdhkey.go) is the length-prefixed OID of NIST P-521 as it
-// enters the RFC 6637 KDF parameters.
-
 // fastKey is an escrow ECDH P-521 subkey prepared for crypto/ecdh.
 type fastKey struct {
 	priv        *ecdh.PrivateKey
