@@ -39,6 +39,7 @@ test: deps build
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e '/storage' -e '/appliance')
 	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+	$(GO) test -count=1 -tags crashpoints ./internal/crashpoint/
 
 race: deps
 	$(GO) test -count=1 -race -timeout 60m ./...

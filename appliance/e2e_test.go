@@ -25,7 +25,9 @@ import (
 // The end-to-end tests drive the real binaries: courier → frames / USB
 // image → coffred → drives → coffre audit → restitution → gpg --decrypt.
 
-var binDir string
+// binDir holds the binaries as shipped; crashBinDir the same built with
+// crash points (internal/crashpoint), for the kill tests.
+var binDir, crashBinDir string
 
 func TestMain(m *testing.M) {
 	usb.RunChildIfRequested()
@@ -34,9 +36,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binDir = dir
+	crashDir, err := testenv.BuildCommands("crashpoints")
+	if err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir, crashBinDir = dir, crashDir
 	code := m.Run()
 	os.RemoveAll(dir)
+	os.RemoveAll(crashDir)
 	os.Exit(code)
 }
 

@@ -415,6 +415,13 @@ func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
 				}
 			}
 		}
+		if j.Status != "done" {
+			// Progress too is read off the drives: the saved count is
+			// written after each batch, and a crash can come between.
+			if j.Done, err = a.reencapDone(&j); err != nil {
+				return nil, err
+			}
+		}
 		out[j.Kind] = &j
 	}
 	return out, nil
@@ -428,6 +435,33 @@ func withAttr(attrs map[string]string, k, v string) map[string]string {
 	}
 	out[k] = v
 	return out
+}
+
+// reencapDone counts what a quorum job in flight has done, as the
+// catalog (caught up with the drives) shows it: escrows re-split under the
+// order (the check escrow remade with the approval is not counted), or the
+// items of the users whose escrow the order rotated.
+func (a *Appliance) reencapDone(j *ReencapJob) (int, error) {
+	live, err := a.liveEscrows()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for u, e := range live {
+		if e.Meta.Attrs[attrReencap] != j.Order || u == checkUser {
+			continue
+		}
+		if j.Kind != bailiff.ReencapEscrowRotation {
+			n++
+			continue
+		}
+		items, err := a.liveItems(u)
+		if err != nil {
+			return 0, err
+		}
+		n += len(items)
+	}
+	return n, nil
 }
 
 // liveEscrows returns the live escrow records, by user.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"coffre/bailiff"
+	"coffre/internal/crashpoint"
 	"coffre/storage"
 	"coffre/storage/catalog"
 )
@@ -318,6 +319,8 @@ func (a *Appliance) rotateAll(ctx context.Context, ko *keyOpener, o RotationOpti
 		}
 		if closing {
 			job.Status = "done"
+		} else {
+			crashpoint.Hit("reencap.batch")
 		}
 		for k, b := range group {
 			t := work[i+k]

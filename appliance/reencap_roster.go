@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"coffre/bailiff"
+	"coffre/internal/crashpoint"
 	"coffre/storage"
 	"coffre/storage/catalog"
 )
@@ -40,8 +41,12 @@ type RosterChangeOptions struct {
 	NewBailiffs []BailiffSecret
 	Reason      string // why (printed in the order); a default is used when empty
 	// Unlock is the old roster's quorum.
-	Unlock   QuorumUnlock
-	Max      int // re-split at most this many escrows in this run; <0: all
+	Unlock QuorumUnlock
+	Max    int // re-split at most this many escrows in this run; <0: all
+	// Batch bounds the escrows of one atomic batch (default and most:
+	// 64). Smaller batches redo less after a power cut, at one sync per
+	// drive each.
+	Batch    int
 	Progress func(done, total int)
 	Say      func(format string, a ...any)
 }
@@ -195,7 +200,7 @@ func (a *Appliance) RosterChange(ctx context.Context, o RosterChangeOptions) (jo
 		return nil, err
 	}
 	defer q.Close()
-	return a.resplitAll(ctx, q, order, orderRec, old, next, o.Max, o.Progress)
+	return a.resplitAll(ctx, q, order, orderRec, old, next, o.Max, o.Batch, o.Progress)
 }
 
 // approveRosterChange checks the new roster and the order and appends them
@@ -321,7 +326,7 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 // while it commits, so reads do not wait for the drives' fsyncs), two
 // workers do the public-key work, and what is ready is committed in order,
 // a few escrows per batch, each superseding its old bundle.
-func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, order *bailiff.QuorumOrder, orderRec uint64, old, next *bailiff.Roster, max int, progress func(done, total int)) (*ReencapJob, error) {
+func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, order *bailiff.QuorumOrder, orderRec uint64, old, next *bailiff.Roster, max, batchSize int, progress func(done, total int)) (*ReencapJob, error) {
 	live, err := a.liveEscrows()
 	if err != nil {
 		return nil, err
@@ -410,6 +415,8 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 		}
 		if closing {
 			job.Status = "done"
+		} else {
+			crashpoint.Hit("reencap.batch")
 		}
 		a.mu.Lock()
 		for _, u := range users {
@@ -424,6 +431,10 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 		batch, users = batch[:0], users[:0]
 		return nil
 	}
+	batchMax := maxResplitBatch
+	if batchSize > 0 {
+		batchMax = min(batchSize, maxResplitBatch)
+	}
 	for i, t := range work {
 		if err := fill(i); err != nil {
 			return job, err
@@ -437,7 +448,7 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: t.user, Supersedes: t.rec, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(body)})
 		users = append(users, t.user)
 		// Commit what is ready: a batch costs one fsync per drive.
-		if len(batch) >= maxResplitBatch || i+1 == len(work) || len(results[i+1]) == 0 {
+		if len(batch) >= batchMax || i+1 == len(work) || len(results[i+1]) == 0 {
 			if err := flush(i+1 == len(work)); err != nil {
 				return job, err
 			}

@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -372,7 +370,7 @@ func TestRosterChangeResumesAfterKill(t *testing.T) {
 	for _, i := range []int{3, 4} {
 		pubs[i], _ = os.ReadFile(e.path("ceremony", fmt.Sprintf("B%d.pub.asc", i)))
 	}
-	rng := rand.New(rand.NewPCG(3, uint64(time.Now().UnixNano())))
+	rng := killSeed(t.Logf)
 	midJob := 0
 	in, out := 3, 4 // B3 is on the roster, B4 joins
 	// draft writes the next roster (as `coffre reencap draft-roster` does,
@@ -389,18 +387,24 @@ func TestRosterChangeResumesAfterKill(t *testing.T) {
 	a := e.open()
 	rf := draft(a, 0)
 	a.Close()
+	// Batches of 4 escrows: at least 4 batches of the job's own, so that
+	// each crash point fires before the job ends.
+	const batch, batches = 4, users / 4
 	for i := 0; i < killCycles(); i++ {
 		t0 := time.Now()
-		cmd := exec.Command(filepath.Join(binDir, "coffre"), "reencap", "run", "--state", e.state, "--kind", "roster", "--new-roster", rf,
+		crash := pickCrash(rng, i, batches)
+		e.runKilled(crash, "reencap", "run", "--state", e.state, "--kind", "roster", "--new-roster", rf, "--batch", strconv.Itoa(batch),
 			"--new-bailiff", e.bailiffArg(out), "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
-		killMidJob(t, cmd, "re-splitting", rng)
 		t1 := time.Now()
 		inFlight, partWay := e.jobState("roster-change")
 		if partWay {
 			midJob++
 		}
+		if crash.betweenBatches() && !partWay {
+			t.Fatalf("cycle %d: killed at %v, but the job is not part-way", i, crash)
+		}
 		t2 := time.Now()
-		if inFlight { // else the job ended before the kill
+		if inFlight { // a kill inside the last batch may leave it whole on the drives
 			e.coffre("reencap", "run", "--state", e.state, "--kind", "roster", "--bailiff", e.bailiffArg(1), "--bailiff", e.bailiffArg(2))
 		}
 		t3 := time.Now()
@@ -416,12 +420,9 @@ func TestRosterChangeResumesAfterKill(t *testing.T) {
 		in, out = out, in
 		rf = draft(a, i+1)
 		a.Close()
-		t.Logf("cycle %d: killed run %v, status %v, resume %v, check %v", i, t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), time.Since(t3))
+		t.Logf("cycle %d: killed at %v after %v, status %v, resume %v, check %v", i, crash, t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), time.Since(t3))
 	}
-	t.Logf("%d of %d kills landed while escrows were being re-split", midJob, killCycles())
-	if midJob < killCycles()*3/4 {
-		t.Fatalf("only %d kills interrupted a job: the test proves too little (timing changed?)", midJob)
-	}
+	t.Logf("%d of %d kills left the job part-way (the others: before its first batch was whole)", midJob, killCycles())
 	a = e.open()
 	defer a.Close()
 	liveState(t, a) // the full parse of every bundle
@@ -483,61 +484,6 @@ func checkRosterCycle(t *testing.T, a *appliance.Appliance, r *bailiff.Roster, u
 	}
 }
 
-// killMidJob starts cmd and SIGKILLs it part-way through its job: when
-// its progress bar (what, "… (done/total)") first shows, it picks a random
-// target in the first half of the job and kills the process 0-3 ms after
-// the progress reaches it. A job whose progress jumps from below the target to the end
-// is not interrupted (the callers count the kills that landed).
-func killMidJob(t *testing.T, cmd *exec.Cmd, what string, rng *rand.Rand) {
-	t.Helper()
-	cmd.Env = append(os.Environ(), "COFFRE_PASSPHRASE="+testPass)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	defer pr.Close()
-	progress := regexp.MustCompile(`\((\d+)/(\d+)\)`)
-	buf := make([]byte, 4096)
-	var seen []byte
-	target := -1
-	for {
-		n, err := pr.Read(buf)
-		seen = append(seen, buf[:n]...)
-		if m := progress.FindAllSubmatch(seen, -1); len(m) > 0 && bytes.Contains(seen, []byte(what)) {
-			last := m[len(m)-1]
-			done, _ := strconv.Atoi(string(last[1]))
-			total, _ := strconv.Atoi(string(last[2]))
-			if target < 0 && total > 1 {
-				// In the first half: the progress moves in steps of
-				// whole batches, the last one may take the job to its
-				// end in one go.
-				target = 1 + rng.IntN(max(1, total/2))
-			}
-			if done >= total {
-				break // finished before the target
-			}
-			if target >= 0 && done >= target {
-				time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
-				cmd.Process.Signal(syscall.SIGKILL)
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	go io.Copy(io.Discard, pr)
-	cmd.Wait()
-	if !bytes.Contains(seen, []byte(what)) {
-		t.Fatalf("the job showed no progress (%v):\n%s", cmd.ProcessState, seen)
-	}
-}
-
 // jobState reads `coffre reencap status --json` (a process, like the
 // operator's): whether the job of kind is still to be finished (in
 // flight), and whether it stopped part-way (some objects done, not all).
@@ -557,13 +503,4 @@ func (e *env) jobState(kind string) (inFlight, partWay bool) {
 	}
 	j, ok := st.Jobs[kind]
 	return ok && j.Status != "done", ok && j.Done > 0 && j.Status != "done"
-}
-
-// killCycles is how many jobs the kill tests interrupt (20; fewer with
-// COFFRE_KILL_CYCLES for a quick look).
-func killCycles() int {
-	if n, err := strconv.Atoi(os.Getenv("COFFRE_KILL_CYCLES")); err == nil && n > 0 {
-		return n
-	}
-	return 20
 }

@@ -18,6 +18,7 @@ import (
 
 	"coffre/bailiff"
 	"coffre/bailiff/policy"
+	"coffre/internal/crashpoint"
 	"coffre/storage"
 	"coffre/storage/catalog"
 )
@@ -406,6 +407,9 @@ func (a *Appliance) commitUpgradeBatch(ctx context.Context, b *upgradeBatch, job
 	}
 	job.Done += b.items
 	job.Bytes += b.bytes
+	if job.Done < job.Total {
+		crashpoint.Hit("reencap.batch")
+	}
 	a.putUpgradeJob(job)
 	if progress != nil {
 		progress(job.Done, job.Total)

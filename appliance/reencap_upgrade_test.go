@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -477,36 +476,21 @@ func TestAlgorithmUpgradeResumesAfterKill(t *testing.T) {
 			}
 		}
 	}
-	rng := rand.New(rand.NewPCG(4, uint64(time.Now().UnixNano())))
+	rng := killSeed(t.Logf)
 	midJob := 0
+	// Batches of 2 items: 8 batches per user.
+	const batches = perUser / 2
 	for i := 0; i < users; i++ {
 		user := fmt.Sprintf("user%02d", i)
 		args := append([]string{"reencap", "run", "--state", e.state, "--kind", "upgrade", "--at", "2036-01-01", "--user", user, "--batch", "2"}, e.bailiffArgs(1, 2)...)
-		cmd := exec.Command(filepath.Join(binDir, "coffre"), args...)
-		cmd.Env = append(os.Environ(), "COFFRE_PASSPHRASE="+testPass)
-		stderr, _ := cmd.StderrPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// Kill at a random moment after the first batch was committed
-		// (the progress bar appears): inside the user's job.
-		buf := make([]byte, 4096)
-		var seen []byte
-		for !bytes.Contains(seen, []byte("upgrading items")) {
-			n, err := stderr.Read(buf)
-			seen = append(seen, buf[:n]...)
-			if err != nil {
-				break
-			}
-		}
-		time.Sleep(time.Duration(rng.IntN(25)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		go io.Copy(io.Discard, stderr)
-		cmd.Wait()
+		crash := pickCrash(rng, i, batches)
+		e.runKilled(crash, args...)
 		a := e.open()
 		s := readState(t, a, user)
 		if len(s.escrows) == 2 && s.pqItems > 0 && s.pqItems < perUser {
 			midJob++ // killed between two batches of the user: both escrows live
+		} else if crash.betweenBatches() {
+			t.Fatalf("cycle %d: killed at %v, but %s has %d escrows and %d of %d items upgraded: not part-way", i, crash, user, len(s.escrows), s.pqItems, perUser)
 		}
 		// A restitution of a user left half-way is refused, not partial.
 		if len(s.escrows) == 2 {
@@ -520,10 +504,7 @@ func TestAlgorithmUpgradeResumesAfterKill(t *testing.T) {
 		e.coffre(args...)
 		check(i, i+1)
 	}
-	t.Logf("%d of %d kills landed between two batches of a user", midJob, users)
-	if midJob < 15 {
-		t.Fatalf("only %d kills interrupted a user's job: the test proves too little (timing changed?)", midJob)
-	}
+	t.Logf("%d of %d kills left a user part-way (the others: before the user's first batch was whole)", midJob, users)
 	// Restitution of upgraded users, and the drives audit clean.
 	a := e.open()
 	for _, u := range []string{"user03", "user17"} {

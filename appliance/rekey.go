@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"coffre/internal/crashpoint"
 	"coffre/storage"
 	"coffre/storage/catalog"
 )
@@ -130,6 +131,9 @@ func (a *Appliance) Rekey(ctx context.Context, newEpoch bool, max int, progress 
 			return job, err
 		}
 		job.Done++
+		if job.Done < job.Total {
+			crashpoint.Hit("reencap.batch")
+		}
 		a.putJob(job)
 		if progress != nil {
 			progress(job.Done, job.Total)

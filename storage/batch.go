@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+
+	"coffre/internal/crashpoint"
 )
 
 const (
@@ -344,6 +346,7 @@ func (w *batchWriter) fanout(wg *sync.WaitGroup, segs []seg) {
 					t.fail(t.d.errf(-1, err))
 					return
 				}
+				crashpoint.Hit("storage.write")
 			}
 		})
 	}

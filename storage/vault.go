@@ -15,6 +15,8 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"coffre/internal/crashpoint"
 )
 
 // Options configure an open vault.
@@ -608,6 +610,7 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 	if w.live() < v.o.WriteQuorum {
 		return abort(fmt.Errorf("%w: %d of %d drives hold the batch: %w", ErrNoQuorum, w.live(), v.o.WriteQuorum, w.errs()))
 	}
+	crashpoint.Hit("storage.append")
 	// Durable on the quorum: acknowledge.
 	v.recs = append(v.recs, newRecs...)
 	v.end = w.pos()

@@ -137,12 +137,16 @@ func reencapRunRoster(args []string) int {
 	var rsigs, newBs listFlag
 	fs.Var(&rsigs, "roster-sig", "a new bailiff's detached signature over the new roster's body (repeatable)")
 	fs.Var(&newBs, "new-bailiff", "a joining bailiff present: SECRETKEY.asc:PASSPHRASE_FILE (repeatable); signs the new roster")
+	batch := fs.Int("batch", 0, "escrows per atomic batch of records (default and most: 64)")
 	var qf quorumFlags
 	qf.register(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	o := appliance.RosterChangeOptions{Reason: *qf.reason, Max: *qf.limit, Say: say}
+	if *batch < 0 {
+		return fail(usagef("--batch %d: want a positive number", *batch))
+	}
+	o := appliance.RosterChangeOptions{Reason: *qf.reason, Max: *qf.limit, Batch: *batch, Say: say}
 	var err error
 	if *newRoster != "" {
 		if o.NewRoster, err = os.ReadFile(*newRoster); err != nil {

@@ -91,13 +91,18 @@ func (e *cmdError) Error() string {
 
 // BuildCommands builds the coffre and coffred binaries into a new temporary
 // directory for tests that drive the real programs (call it from TestMain;
-// remove the directory afterwards).
-func BuildCommands() (string, error) {
+// remove the directory afterwards), with the build tags given (the kill
+// tests use "crashpoints", see internal/crashpoint).
+func BuildCommands(tags ...string) (string, error) {
 	dir, err := os.MkdirTemp("", "coffre-bin")
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.Command("go", "build", "-o", dir, "coffre/cmd/coffre", "coffre/cmd/coffred").CombinedOutput()
+	args := []string{"build", "-o", dir}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	out, err := exec.Command("go", append(args, "coffre/cmd/coffre", "coffre/cmd/coffred")...).CombinedOutput()
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", &cmdError{"go build", err, out}
