@@ -69,6 +69,9 @@ func openWith(dir string, key []byte, log *slog.Logger, tune func(badger.Options
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
+	if err := dropEmptyMemtables(dir, log); err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(tune(options_(dir, key, log, true)))
 	if err != nil {
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(err.Error(), badger.ErrEncryptionKeyMismatch.Error()) {
