@@ -387,81 +387,99 @@ func (a *Appliance) newJob(id string, o *bailiff.QuorumOrder, record uint64) *Re
 }
 
 // ReencapStatus returns the state of the quorum jobs (roster-change,
-// escrow-rotation) that have run, by kind.
+// escrow-rotation) that have run, by kind: the newest job of each kind, as
+// the drives show it. The state saved in the catalog is a hint for what
+// the drives do not carry (start time, bytes): a crash can come after an
+// approval, a batch or a done record and before the save.
 func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
 	out := map[string]*ReencapJob{}
-	for _, id := range []string{rosterJobID, rotationJobID} {
-		b, ok, err := a.cat.Job(id)
+	for _, c := range []struct{ kind, id string }{{bailiff.ReencapRosterChange, rosterJobID}, {bailiff.ReencapEscrowRotation, rotationJobID}} {
+		steps, err := a.reencapSteps(c.kind)
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
+		var last *reencapStep
+		done := map[string]bool{}
+		for i, st := range steps {
+			switch st.step {
+			case "approve":
+				last = &steps[i]
+			case "done":
+				done[st.order] = true
+			}
+		}
+		if last == nil {
 			continue
 		}
-		var j ReencapJob
-		if err := json.Unmarshal(b, &j); err != nil {
-			return nil, fmt.Errorf("appliance: job %s: %w", id, err)
-		}
-		// The saved state is a hint; a done record on the drives settles
-		// it (a crash can come between that record and the save).
-		if j.Status != "done" {
-			steps, err := a.reencapSteps(j.Kind)
-			if err != nil {
-				return nil, err
+		j := ReencapJob{Kind: c.kind, Order: last.order, Record: last.record}
+		if b, ok, err := a.cat.Job(c.id); err != nil {
+			return nil, err
+		} else if ok {
+			var saved ReencapJob
+			if err := json.Unmarshal(b, &saved); err != nil {
+				return nil, fmt.Errorf("appliance: job %s: %w", c.id, err)
 			}
-			for _, st := range steps {
-				if st.step == "done" && st.order == j.Order {
-					j.Status, j.Done = "done", j.Total
-				}
+			if saved.Order == last.order {
+				j = saved
 			}
 		}
-		if j.Status != "done" {
-			// Progress too is read off the drives: the saved count is
-			// written after each batch, and a crash can come between.
-			if j.Done, err = a.reencapDone(&j); err != nil {
-				return nil, err
-			}
+		if done[last.order] && j.Status == "done" {
+			out[c.kind] = &j
+			continue
 		}
-		out[j.Kind] = &j
+		if j.Done, j.Total, err = a.reencapProgress(&j); err != nil {
+			return nil, err
+		}
+		j.Status = "running"
+		if done[last.order] {
+			j.Status, j.Done = "done", j.Total
+		}
+		out[c.kind] = &j
 	}
 	return out, nil
 }
 
-// withAttr returns a copy of attrs with k=v.
-func withAttr(attrs map[string]string, k, v string) map[string]string {
-	out := make(map[string]string, len(attrs)+1)
-	for x, y := range attrs {
-		out[x] = y
-	}
-	out[k] = v
-	return out
-}
-
-// reencapDone counts what a quorum job in flight has done, as the
-// catalog (caught up with the drives) shows it: escrows re-split under the
-// order (the check escrow remade with the approval is not counted), or the
-// items of the users whose escrow the order rotated.
-func (a *Appliance) reencapDone(j *ReencapJob) (int, error) {
+// reencapProgress counts what a quorum job has done and has to do, as the
+// catalog (caught up with the drives) shows it: live escrows re-split under
+// the order out of all live escrows (the check escrow remade with the
+// approval is not counted), or the live items of the users whose escrow the
+// order rotated out of the items of all the order's users.
+func (a *Appliance) reencapProgress(j *ReencapJob) (done, total int, err error) {
 	live, err := a.liveEscrows()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
-	for u, e := range live {
-		if e.Meta.Attrs[attrReencap] != j.Order || u == checkUser {
-			continue
+	if j.Kind != bailiff.ReencapEscrowRotation {
+		for u, e := range live {
+			if u == checkUser {
+				continue
+			}
+			total++
+			if e.Meta.Attrs[attrReencap] == j.Order {
+				done++
+			}
 		}
-		if j.Kind != bailiff.ReencapEscrowRotation {
-			n++
-			continue
-		}
+		return done, total, nil
+	}
+	b, err := a.readRecord(j.Record)
+	if err != nil {
+		return 0, 0, fmt.Errorf("appliance: reading the escrow rotation order (record %d): %w", j.Record, err)
+	}
+	o, err := bailiff.ParseQuorumOrder(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("appliance: escrow rotation order (record %d): %w", j.Record, err)
+	}
+	for _, u := range o.Users {
 		items, err := a.liveItems(u)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		n += len(items)
+		total += len(items)
+		if e, ok := live[u]; ok && e.Meta.Attrs[attrReencap] == j.Order {
+			done += len(items)
+		}
 	}
-	return n, nil
+	return done, total, nil
 }
 
 // liveEscrows returns the live escrow records, by user.
@@ -652,4 +670,14 @@ func (a *Appliance) withPendingJobs(res *policy.PlanResult) (*policy.PlanResult,
 		}
 	}
 	return res, nil
+}
+
+// withAttr returns a copy of attrs with k=v.
+func withAttr(attrs map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(attrs)+1)
+	for x, y := range attrs {
+		out[x] = y
+	}
+	out[k] = v
+	return out
 }
