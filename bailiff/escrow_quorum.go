@@ -320,7 +320,7 @@ func (e *Escrow) sealAndSplit(secret []byte, r *Roster, now time.Time) error {
 			return err
 		}
 		var msg bytes.Buffer
-		err = encryptBytes(&msg, b.entity, []byte(card), false, now)
+		err = encryptShare(&msg, b, []byte(card), now)
 		clearString(&card)
 		if err != nil {
 			return fmt.Errorf("bailiff: encrypting share %d to %s: %w", i+1, b.Name, err)
