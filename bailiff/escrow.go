@@ -241,9 +241,9 @@ func parseEscrow(b []byte, now time.Time, verifyKey bool) (*Escrow, error) {
 	if e.Public, err = canon.B64(v, lim.public); err != nil {
 		return nil, wrap("public", err)
 	}
-	if !verifyKey && !e.PQ() {
-		// Fast path for a classical bundle already verified when stored.
-		if err := checkStoredKey(e.Public, e.Fingerprint); err != nil {
+	if !verifyKey {
+		// Fast path for a bundle already verified when stored.
+		if err := checkStoredKey(e.Public, e.Fingerprint, e.Version); err != nil {
 			return nil, wrap("public", err)
 		}
 	} else {
