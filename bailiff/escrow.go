@@ -53,7 +53,7 @@ type EscrowShare struct {
 	Index      int
 	Bailiff    string   // fingerprint of the bailiff it is encrypted to
 	Commitment [32]byte // shamir.Share.Commitment of the share
-	Message    []byte   // OpenPGP message (GnuPG 2.2 profile) whose plaintext is the share card text
+	Message    []byte   // OpenPGP message whose plaintext is the share card text, in the profile of the bailiff's key (encryptShare)
 }
 
 // PublicKey returns the escrow public key items are sealed to.

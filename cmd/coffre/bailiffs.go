@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("ceremony", "genesis | verify-shares: key ceremonies with the bailiffs", cmdCeremony)
+	register("ceremony", "enrol | genesis | verify-shares | sign: key ceremonies with the bailiffs", cmdCeremony)
 	register("restitute", "release one user's items to a beneficiary, under a bailiff quorum", cmdRestitute)
 }
 
