@@ -630,6 +630,10 @@ func TestRosterChangeToPQAfterUpgrade(t *testing.T) {
 			t.Fatalf("bailiff %s of the new roster is not post-quantum", b.Name)
 		}
 	}
+	// No share messages are exported for GnuPG to a key it cannot use.
+	if _, err := a.ShareMessages(r.Bailiffs[0].Fingerprint, nil); err == nil || !strings.Contains(err.Error(), "post-quantum") {
+		t.Fatalf("share messages exported to a post-quantum bailiff: %v", err)
+	}
 	rs, _ := a.Catalog().ByKind(catalog.KindRoster)
 	escs, metas, _ := liveState(t, a)
 	for _, c := range rs {
