@@ -128,11 +128,11 @@ func (a *Appliance) Genesis(ctx context.Context, o GenesisOptions) (*GenesisResu
 	if err := a.appendGenesisRecord(ctx); err != nil {
 		return nil, err
 	}
-	rosterIdx, err := a.commit(ctx, storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Algorithms: []string{bailiff.AlgKey, bailiff.AlgSignature}}, bytesReader(fin.Roster.Marshal()))
+	rosterIdx, err := a.commit(ctx, storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Algorithms: fin.Roster.Algorithms()}, bytesReader(fin.Roster.Marshal()))
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.commit(ctx, storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: checkUser, Algorithms: escrowAlgorithms()}, bytesReader(fin.Check.Marshal())); err != nil {
+	if _, err := a.commit(ctx, storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: checkUser, Algorithms: escrowAlgorithmsFor(fin.Check)}, bytesReader(fin.Check.Marshal())); err != nil {
 		return nil, err
 	}
 	if _, err := a.commit(ctx, storage.TypeCeremony, catalog.Meta{Kind: catalog.KindCeremony, Attrs: map[string]string{"ceremony": "genesis"}}, bytesReader(fin.Transcript.Marshal())); err != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	"coffre/bailiff"
 	"coffre/bailiff/policy"
 	"coffre/storage"
 	"coffre/storage/catalog"
@@ -74,11 +73,4 @@ func (a *Appliance) reencapObjects() ([]policy.Object, error) {
 		return nil
 	})
 	return objs, err
-}
-
-// escrowAlgorithms names what protects an escrow bundle: the escrow key, the
-// AEAD sealing its private part, the secret sharing and the PKESK of each
-// share's message to a bailiff.
-func escrowAlgorithms() []string {
-	return []string{bailiff.AlgKey, bailiff.AlgEscrowAEAD, policy.AlgShamir, bailiff.AlgPKESKNamed}
 }

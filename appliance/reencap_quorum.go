@@ -536,6 +536,16 @@ func (a *Appliance) ShareMessages(fingerprint string, users []string) (map[strin
 	if err != nil {
 		return nil, err
 	}
+	r, err := a.Roster()
+	if err == nil && rc != nil {
+		r, _, err = a.rosterByDigest(rc.RosterDigest)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if b := r.Bailiff(fingerprint); b != nil && b.PQ() {
+		return nil, fmt.Errorf("appliance: %s (%s) holds a post-quantum key: GnuPG cannot open share messages to it; bring the key to the appliance instead (--bailiff KEY.sec.asc:PASSFILE)", b.Name, fingerprint)
+	}
 	out := map[string][]byte{}
 	for u, e := range live {
 		if u == checkUser || (len(want) > 0 && !want[u]) {

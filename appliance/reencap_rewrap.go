@@ -515,7 +515,7 @@ func (a *Appliance) feedRotation(ctx context.Context, q *bailiff.EscrowQuorum, r
 					return
 				}
 				b.ps = make([]pending, 1+len(b.items))
-				b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
+				b.ps[0] = pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: w.user, Supersedes: w.esc.Record, Algorithms: escrowAlgorithmsFor(b.rot.New), Attrs: map[string]string{attrReencap: b.order}}, bytes.NewReader(b.rot.New.Marshal())}
 			}) {
 				return
 			}

@@ -100,7 +100,8 @@ func (a *Appliance) rosterByDigest(d [32]byte) (*bailiff.Roster, uint64, error) 
 }
 
 // DraftRoster drafts the next roster from the one in force: bailiffs removed
-// (by fingerprint), keys added (a bailiff joining, or a bailiff's new key
+// (by fingerprint, or by their name on the roster when exactly one bears
+// it), keys added (a bailiff joining, or a bailiff's new key
 // when theirs ages: remove the old one, add the new one), threshold k. The
 // draft is unsigned: every bailiff on it signs its Body().
 func (a *Appliance) DraftRoster(threshold int, remove []string, add []ImportedBailiff) (*bailiff.Roster, error) {
@@ -110,10 +111,24 @@ func (a *Appliance) DraftRoster(threshold int, remove []string, add []ImportedBa
 	}
 	gone := map[string]bool{}
 	for _, f := range remove {
-		if r.Bailiff(f) == nil {
-			return nil, fmt.Errorf("appliance: bailiff %s is not on the roster in force", f)
+		if b := r.Bailiff(f); b != nil {
+			gone[b.Fingerprint] = true
+			continue
 		}
-		gone[f] = true
+		var named []*bailiff.BailiffKey
+		for _, b := range r.Bailiffs {
+			if b.Name == f {
+				named = append(named, b)
+			}
+		}
+		switch len(named) {
+		case 0:
+			return nil, fmt.Errorf("appliance: no bailiff %q (fingerprint or name) on the roster in force", f)
+		case 1:
+			gone[named[0].Fingerprint] = true
+		default:
+			return nil, fmt.Errorf("appliance: %d bailiffs are named %q on the roster in force; remove them by fingerprint", len(named), f)
+		}
 	}
 	var keys []*bailiff.BailiffKey
 	for _, b := range r.Bailiffs {
@@ -298,16 +313,33 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 	if err := order.VerifyChange(old, next); err != nil {
 		return fail(err)
 	}
-	check, err := bailiff.NewVaultCheck(next, now)
+	// The new verify-shares escrow keeps the profile of the one it
+	// replaces: post-quantum once the vault is (an upgraded vault's check
+	// escrow is what makes new users' escrows post-quantum).
+	newCheck := bailiff.NewVaultCheck
+	if c, ok := live[checkUser]; ok {
+		b, err := a.readRecord(c.Record)
+		if err != nil {
+			return fail(fmt.Errorf("appliance: verify-shares escrow (record %d): %w", c.Record, err))
+		}
+		old, err := bailiff.ParseStoredEscrow(b)
+		if err != nil {
+			return fail(fmt.Errorf("appliance: verify-shares escrow (record %d): %w", c.Record, err))
+		}
+		if old.PQ() {
+			newCheck = bailiff.NewVaultCheckPQ
+		}
+	}
+	check, err := newCheck(next, now)
 	if err != nil {
 		return fail(err)
 	}
 	batch := []pending{
 		stepRecord(order, "approve", order.Marshal()),
-		{storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Supersedes: oldRec, Algorithms: []string{bailiff.AlgKey, bailiff.AlgSignature}, Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(next.Marshal())},
+		{storage.TypeRoster, catalog.Meta{Kind: catalog.KindRoster, Supersedes: oldRec, Algorithms: next.Algorithms(), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(next.Marshal())},
 	}
 	if c, ok := live[checkUser]; ok {
-		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: checkUser, Supersedes: c.Record, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(check.Marshal())})
+		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: checkUser, Supersedes: c.Record, Algorithms: escrowAlgorithmsFor(check), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(check.Marshal())})
 	}
 	idx, err := a.commitBatch(ctx, batch)
 	if err != nil {
@@ -445,7 +477,7 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 		}
 		body := r.esc.Marshal()
 		job.Bytes += int64(len(body))
-		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: t.user, Supersedes: t.rec, Algorithms: escrowAlgorithms(), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(body)})
+		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: t.user, Supersedes: t.rec, Algorithms: escrowAlgorithmsFor(r.esc), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(body)})
 		users = append(users, t.user)
 		// Commit what is ready: a batch costs one fsync per drive.
 		if len(batch) >= batchMax || i+1 == len(work) || len(results[i+1]) == 0 {

@@ -19,6 +19,7 @@ import (
 
 	"coffre/appliance"
 	"coffre/bailiff"
+	"coffre/bailiff/policy"
 	"coffre/hsm"
 	"coffre/ingest/envelope"
 	"coffre/internal/testenv"
@@ -503,4 +504,89 @@ func (e *env) jobState(kind string) (inFlight, partWay bool) {
 	}
 	j, ok := st.Jobs[kind]
 	return ok && j.Status != "done", ok && j.Done > 0 && j.Status != "done"
+}
+
+// TestRosterChangeToPQAfterUpgrade is issue 7's last criterion at the
+// appliance level (the CLI script reencap-pq-bailiffs does it through the
+// binary on the demo vault): after the algorithm upgrade only the bailiff
+// layer fails at 2036; a roster change to three post-quantum bailiff keys
+// (run in-process, so -race watches its workers) leaves nothing to do at
+// 2036 or 2099; the catalog names what really protects the roster and the
+// escrows; the post-quantum quorum restitutes every user.
+func TestRosterChangeToPQAfterUpgrade(t *testing.T) {
+	e, contents := newQuorumVault(t, 3, 2)
+	e.coffre(append([]string{"reencap", "run", "--state", e.state, "--kind", "upgrade", "--at", "2036-01-01"}, e.bailiffArgs(1, 2)...)...)
+	at := time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := e.open()
+	p, err := a.ReencapPlan(nil, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := p.Group(policy.RosterChange); len(p.Groups) != 1 || g == nil || g.Objects != 5 { // roster, 3 users' escrows, verify-shares
+		t.Fatalf("plan at 2036 after the upgrade:\n%s", p)
+	}
+	a.Close()
+
+	add := []string{"reencap", "draft-roster", "--state", e.state, "--remove", "B1", "--remove", "B2", "--remove", "B3", "--out", e.path("roster-pq.txt")}
+	for i := 4; i <= 6; i++ {
+		pf := e.path(fmt.Sprintf("pass%d", i))
+		os.WriteFile(pf, []byte(fmt.Sprintf("pq-bailiff-%d-secret\n", i)), 0o600)
+		e.coffre("ceremony", "enrol", "--pq", "--name", fmt.Sprintf("B%d", i), "--email", fmt.Sprintf("b%d@example.invalid", i), "--passphrase-file", pf, "--out", e.path("ceremony"))
+		add = append(add, "--add", fmt.Sprintf("B%d:%s", i, e.path("ceremony", fmt.Sprintf("B%d.pub.asc", i))))
+	}
+	e.coffre(add...)
+	next, err := os.ReadFile(e.path("roster-pq.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = e.open()
+	defer a.Close()
+	job, err := a.RosterChange(t.Context(), appliance.RosterChangeOptions{NewRoster: next, NewBailiffs: e.bailiffSecrets(4, 5, 6),
+		Unlock: appliance.QuorumUnlock{Bailiffs: e.bailiffSecrets(1, 2)}, Max: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Status != "done" || job.Done != 3 {
+		t.Fatalf("roster change job: %+v", job)
+	}
+	for _, d := range []time.Time{at, time.Date(2099, 12, 31, 0, 0, 0, 0, time.UTC)} {
+		p, err := a.ReencapPlan(nil, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Empty() || p.Warned != 0 {
+			t.Fatalf("plan at %s after the roster change to post-quantum keys:\n%s", d.Format(time.DateOnly), p)
+		}
+	}
+	r, err := a.Roster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range r.Bailiffs {
+		if !b.PQ() {
+			t.Fatalf("bailiff %s of the new roster is not post-quantum", b.Name)
+		}
+	}
+	// No share messages are exported for GnuPG to a key it cannot use.
+	if _, err := a.ShareMessages(r.Bailiffs[0].Fingerprint, nil); err == nil || !strings.Contains(err.Error(), "post-quantum") {
+		t.Fatalf("share messages exported to a post-quantum bailiff: %v", err)
+	}
+	rs, _ := a.Catalog().ByKind(catalog.KindRoster)
+	escs, metas, _ := liveState(t, a)
+	for _, c := range rs {
+		if c.Live() && strings.Join(c.Meta.Algorithms, " ") != bailiff.AlgSignaturePQ+" "+bailiff.AlgKeyPQ {
+			t.Fatalf("live roster records %v", c.Meta.Algorithms)
+		}
+	}
+	for u, esc := range escs {
+		if !esc.PQ() || esc.RosterDigest != r.Digest() {
+			t.Fatalf("escrow of %s: pq=%v, under the new roster=%v", u, esc.PQ(), esc.RosterDigest == r.Digest())
+		}
+		if got := metas[u].Meta.Algorithms; got[len(got)-1] != bailiff.AlgPKESKPQNamed {
+			t.Fatalf("escrow of %s records %v", u, got)
+		}
+	}
+	for u, want := range contents {
+		e.checkRestitution(a, u, want, 4, 6)
+	}
 }

@@ -111,10 +111,12 @@ func (a *Appliance) UpgradeStatus() (*UpgradeJob, bool, error) {
 	return &j, true, json.Unmarshal(b, &j)
 }
 
-// escrowAlgorithmsFor names what protects an escrow bundle of either
-// version (see escrowAlgorithms).
+// escrowAlgorithmsFor names what protects an escrow bundle, as its catalog
+// meta records it for the plan: the escrow key (P-521 or post-quantum), the
+// AEAD sealing its private part, the secret sharing, and the key packets of
+// the share messages as they are (to P-521 or post-quantum bailiff keys).
 func escrowAlgorithmsFor(e *bailiff.Escrow) []string {
-	return []string{e.KeyAlgorithm(), bailiff.AlgEscrowAEAD, policy.AlgShamir, bailiff.AlgPKESKNamed}
+	return append([]string{e.KeyAlgorithm(), bailiff.AlgEscrowAEAD, policy.AlgShamir}, e.ShareAlgorithms()...)
 }
 
 // pqItem reports whether an item record is already in the PQ profile.

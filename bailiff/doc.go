@@ -1,5 +1,6 @@
 // Package bailiff holds the quorum side of Coffre: bailiff keys (OpenPGP
-// P-521, v4, GnuPG 2.2 readable), the signed roster, the genesis ceremony and
+// P-521, v4, GnuPG 2.2 readable; or post-quantum v6 ML-DSA-87+Ed448 /
+// ML-KEM-1024+X448, bailiff_pq.go), the signed roster, the genesis ceremony and
 // its transcript, verify-shares, per-user escrow keys whose private part is
 // sealed under a key K split k-of-n among the bailiffs (package shamir),
 // item sealing to an escrow key, and restitution of exactly one user's items
@@ -12,9 +13,10 @@
 // refused by name, so a restitution never rebuilds another user's key.
 //
 // Formats: docs/formats/roster.md, escrow.md, restitution.md, shares.md.
-// Every message a person opens with their own tools (share messages,
-// restitution packages) uses the GnuPG 2.2 profile: v4 keys, PKESK v3,
-// SEIPD v1 with MDC, AES-256.
+// Every message a person opens with their own tools (restitution packages,
+// share messages to P-521 bailiffs) uses the GnuPG 2.2 profile: v4 keys,
+// PKESK v3, SEIPD v1 with MDC, AES-256. Share messages to a post-quantum
+// bailiff use the PQ profile, which only the appliance reads today.
 //
 // bailiff imports neither ingest nor storage: the appliance hands it
 // plaintext streams and stores what it returns.

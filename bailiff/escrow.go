@@ -53,7 +53,7 @@ type EscrowShare struct {
 	Index      int
 	Bailiff    string   // fingerprint of the bailiff it is encrypted to
 	Commitment [32]byte // shamir.Share.Commitment of the share
-	Message    []byte   // OpenPGP message (GnuPG 2.2 profile) whose plaintext is the share card text
+	Message    []byte   // OpenPGP message whose plaintext is the share card text, in the profile of the bailiff's key (encryptShare)
 }
 
 // PublicKey returns the escrow public key items are sealed to.
@@ -150,7 +150,7 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 			return nil, err
 		}
 		var msg bytes.Buffer
-		err = encryptBytes(&msg, b.entity, []byte(card), false, now)
+		err = encryptShare(&msg, b, []byte(card), now)
 		clearString(&card)
 		if err != nil {
 			return nil, fmt.Errorf("bailiff: encrypting share %d to %s: %w", i+1, b.Name, err)
@@ -241,9 +241,9 @@ func parseEscrow(b []byte, now time.Time, verifyKey bool) (*Escrow, error) {
 	if e.Public, err = canon.B64(v, lim.public); err != nil {
 		return nil, wrap("public", err)
 	}
-	if !verifyKey && !e.PQ() {
-		// Fast path for a classical bundle already verified when stored.
-		if err := checkStoredKey(e.Public, e.Fingerprint); err != nil {
+	if !verifyKey {
+		// Fast path for a bundle already verified when stored.
+		if err := checkStoredKey(e.Public, e.Fingerprint, e.Version); err != nil {
 			return nil, wrap("public", err)
 		}
 	} else {
@@ -298,7 +298,7 @@ func parseEscrow(b []byte, now time.Time, verifyKey bool) (*Escrow, error) {
 		if s.Index, err = canon.Uint(f[0], i, i); err != nil {
 			return nil, wrap(fmt.Sprintf("share %d index", i), err)
 		}
-		if _, err := canon.Hex(f[1], 20); err != nil {
+		if err := checkFingerprint(f[1]); err != nil {
 			return nil, wrap(fmt.Sprintf("share %d bailiff", i), err)
 		}
 		if seen[f[1]] {
@@ -341,7 +341,7 @@ func (e *Escrow) openShareMessage(bailiffKey *openpgp.Entity) (shamir.Share, err
 	if slot == nil {
 		return shamir.Share{}, fmt.Errorf("bailiff: key %s holds no share of the escrow of %s", fpr, e.UserID)
 	}
-	card, err := decryptBytes(bytes.NewReader(slot.Message), openpgp.EntityList{bailiffKey}, shamir.MaxCardLen)
+	card, err := decryptShare(slot.Message, bailiffKey, shamir.MaxCardLen)
 	if err != nil {
 		return shamir.Share{}, fmt.Errorf("bailiff: share %d of %s does not open with key %s: %s", slot.Index, e.UserID, fpr, sanitize(err))
 	}

@@ -320,7 +320,7 @@ func (e *Escrow) sealAndSplit(secret []byte, r *Roster, now time.Time) error {
 			return err
 		}
 		var msg bytes.Buffer
-		err = encryptBytes(&msg, b.entity, []byte(card), false, now)
+		err = encryptShare(&msg, b, []byte(card), now)
 		clearString(&card)
 		if err != nil {
 			return fmt.Errorf("bailiff: encrypting share %d to %s: %w", i+1, b.Name, err)
@@ -420,7 +420,7 @@ func ecdhSubkey(secret []byte) (*packet.PrivateKey, error) {
 // ECDH P-521 subkey, items with PKESK v3). Another escrow key (a
 // post-quantum one) gets a new key through the algorithm upgrade.
 func (e *Escrow) Rewrappable() error {
-	if err := checkStoredKey(e.Public, e.Fingerprint); err != nil {
+	if err := checkStoredKey(e.Public, e.Fingerprint, 1); err != nil {
 		return fmt.Errorf("bailiff: the escrow of %s cannot be rotated by re-wrapping (%v); only P-521 escrows are, a post-quantum escrow gets a new key through the algorithm upgrade", e.UserID, err)
 	}
 	return nil
@@ -510,18 +510,27 @@ func ShareMessage(esc *Escrow, fingerprint string) ([]byte, int, bool) {
 // the key, parse with ParseEscrow.
 func ParseStoredEscrow(b []byte) (*Escrow, error) { return parseEscrow(b, time.Time{}, false) }
 
-// checkStoredKey checks the first packet of a stored escrow public key.
-func checkStoredKey(public []byte, fingerprint string) error {
+// checkStoredKey checks the first packet of a stored escrow public key: a
+// v4 ECDSA P-521 primary key (bundle v1) or a v6 ML-DSA-87+Ed448 primary
+// key (bundle v2) with the bundle's fingerprint. (Verifying a v2 key's
+// self-signatures here would also need the time the bundle was stored at.)
+func checkStoredKey(public []byte, fingerprint string, version int) error {
 	p, err := readPacket(bytes.NewReader(public))
 	if err != nil {
 		return fmt.Errorf("not an OpenPGP public key: %s", sanitize(err))
 	}
 	pk, ok := p.(*packet.PublicKey)
-	if !ok || pk.IsSubkey || pk.Version != 4 || pk.PubKeyAlgo != packet.PubKeyAlgoECDSA {
-		return errors.New("the escrow key is not a v4 ECDSA primary key")
-	}
-	if c, err := pk.Curve(); err != nil || c != packet.CurveNistP521 {
-		return errors.New("the escrow key's curve is not NIST P-521")
+	if version == 2 {
+		if !ok || pk.IsSubkey || pk.Version != 6 || pk.PubKeyAlgo != packet.PubKeyAlgoMldsa87Ed448 {
+			return errors.New("the escrow key is not a v6 ML-DSA-87+Ed448 primary key")
+		}
+	} else {
+		if !ok || pk.IsSubkey || pk.Version != 4 || pk.PubKeyAlgo != packet.PubKeyAlgoECDSA {
+			return errors.New("the escrow key is not a v4 ECDSA primary key")
+		}
+		if c, err := pk.Curve(); err != nil || c != packet.CurveNistP521 {
+			return errors.New("the escrow key's curve is not NIST P-521")
+		}
 	}
 	if hex.EncodeToString(pk.Fingerprint) != fingerprint {
 		return fmt.Errorf("public key fingerprint %x differs from key %s", pk.Fingerprint, fingerprint)

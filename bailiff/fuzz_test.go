@@ -70,8 +70,8 @@ func FuzzOpenItem(f *testing.F) {
 }
 
 func FuzzParseReencapOrder(f *testing.F) {
-	for _, n := range []string{"order-ok.txt", "order-retire-ok.txt"} {
-		if b, err := os.ReadFile("../testdata/reencap/" + n); err == nil {
+	for _, n := range []string{"reencap/order-ok.txt", "reencap/order-retire-ok.txt", "roster-pq/order.txt"} {
+		if b, err := os.ReadFile("../testdata/" + n); err == nil {
 			f.Add(b)
 		}
 	}
@@ -143,4 +143,44 @@ func FuzzOpenItemFast(f *testing.F) {
 		}
 		io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 	})
+}
+
+// FuzzRestoreKeyCard feeds what a scanned key card carries to the restorer,
+// with the public key of post-quantum vector bailiff 1 (testdata/roster-pq).
+// Whatever it accepts is one secret key with that key's fingerprint.
+func FuzzRestoreKeyCard(f *testing.F) {
+	r, err := ParseRoster(mustReadFile(f, "../testdata/roster-pq/roster.txt"), vectorTime)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var pub *BailiffKey
+	for _, b := range r.Bailiffs {
+		if b.Name == "Vector PQ Bailiff 1" {
+			pub = b
+		}
+	}
+	if pub == nil {
+		f.Fatal("no Vector PQ Bailiff 1 on testdata/roster-pq/roster.txt")
+	}
+	f.Fuzz(func(t *testing.T, card []byte) {
+		out, err := RestoreKeyCard(card, pub.Public, vectorTime)
+		if err != nil {
+			return
+		}
+		el, err := openpgp.ReadKeyRing(bytes.NewReader(out))
+		if err != nil || len(el) != 1 || el[0].PrivateKey == nil {
+			t.Fatalf("restored card is not one secret key: %v", err)
+		}
+		if !bytes.Equal(card, out) && Fingerprint(el[0]) != pub.Fingerprint {
+			t.Fatalf("restored key %s, want %s", Fingerprint(el[0]), pub.Fingerprint)
+		}
+	})
+}
+
+func mustReadFile(f *testing.F, name string) []byte {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b
 }

@@ -9,16 +9,17 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"coffre/bailiff/internal/canon"
 )
 
 // BailiffKey is a bailiff's public key as the appliance keeps it: a v4
 // OpenPGP key with an ECDSA P-521 primary and an ECDH P-521 encryption
-// subkey.
+// subkey, or a post-quantum v6 key (bailiff_pq.go).
 type BailiffKey struct {
 	Name        string // as printed on the roster
-	Fingerprint string // lowercase hex v4 fingerprint
+	Fingerprint string // lowercase hex fingerprint (v4: 40 digits, v6: 64)
 	Public      []byte // binary transferable public key
 	entity      *openpgp.Entity
 }
@@ -33,13 +34,15 @@ func (k *BailiffKey) ArmoredPublic() ([]byte, error) {
 
 // ImportBailiffKey accepts the public key a bailiff made elsewhere (GnuPG
 // `--quick-gen-key … nistp521` plus an nistp521 encryption subkey, or a
-// smartcard), armored or binary. It refuses secret keys, other algorithms,
-// v5/v6 keys and keys without a valid encryption subkey.
+// smartcard), armored or binary, or a post-quantum v6 key (ML-DSA-87+Ed448
+// primary, ML-KEM-1024+X448 encryption subkey; `coffre ceremony enrol
+// --pq`). It refuses secret keys, other algorithms and versions, and keys
+// without a valid encryption subkey.
 func ImportBailiffKey(name string, public []byte, now time.Time) (*BailiffKey, error) {
 	if err := canon.CheckText(name, MaxNameLen); err != nil {
 		return nil, fmt.Errorf("bailiff: name %q: %v", name, err)
 	}
-	e, err := parsePublicKey(public, now)
+	e, err := parseBailiffKey(public, now)
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: importing the key of %s: %w; export it with `gpg --export KEYID`", name, err)
 	}
@@ -47,8 +50,8 @@ func ImportBailiffKey(name string, public []byte, now time.Time) (*BailiffKey, e
 	if err != nil {
 		return nil, err
 	}
-	if len(bin) > MaxPublicKeyLen {
-		return nil, fmt.Errorf("bailiff: key of %s is %d bytes, more than %d; export it with `gpg --export-options export-minimal --export`", name, len(bin), MaxPublicKeyLen)
+	if max := maxBailiffKeyLen(e.PrimaryKey.Version); len(bin) > max {
+		return nil, fmt.Errorf("bailiff: key of %s is %d bytes, more than %d; export it with `gpg --export-options export-minimal --export`", name, len(bin), max)
 	}
 	return &BailiffKey{Name: name, Fingerprint: Fingerprint(e), Public: bin, entity: e}, nil
 }
@@ -73,6 +76,10 @@ type GeneratedKey struct {
 // (which it wipes), renders and verifies the QR card. The unprotected
 // private key stays inside the GeneratedKey until Wipe.
 func GenerateBailiffKey(name, email string, passphrase []byte, now time.Time) (*GeneratedKey, error) {
+	return generateBailiffKey(name, email, passphrase, now, false)
+}
+
+func generateBailiffKey(name, email string, passphrase []byte, now time.Time, pq bool) (*GeneratedKey, error) {
 	defer clear(passphrase)
 	if err := canon.CheckText(name, MaxNameLen); err != nil {
 		return nil, fmt.Errorf("bailiff: name %q: %v", name, err)
@@ -80,7 +87,11 @@ func GenerateBailiffKey(name, email string, passphrase []byte, now time.Time) (*
 	if len(passphrase) < 8 {
 		return nil, errors.New("bailiff: passphrase shorter than 8 bytes; choose a longer one")
 	}
-	e, err := newP521Entity(name, email, now)
+	newEntity, protect := newP521Entity, config
+	if pq {
+		newEntity, protect = newPQBailiffEntity, pqProtect
+	}
+	e, err := newEntity(name, email, now)
 	if err != nil {
 		return nil, err
 	}
@@ -92,11 +103,11 @@ func GenerateBailiffKey(name, email string, passphrase []byte, now time.Time) (*
 		return fail(err)
 	}
 	g.Key = &BailiffKey{Name: name, Fingerprint: Fingerprint(e), Public: pub}
-	g.Key.entity, err = parsePublicKey(pub, now)
+	g.Key.entity, err = parseBailiffKey(pub, now)
 	if err != nil {
 		return fail(fmt.Errorf("bailiff: generated key does not re-read: %w", err))
 	}
-	secret, err := protectedSecret(e, passphrase, now)
+	secret, err := protectedSecret(e, passphrase, protect(now))
 	if err != nil {
 		return fail(err)
 	}
@@ -104,7 +115,13 @@ func GenerateBailiffKey(name, email string, passphrase []byte, now time.Time) (*
 	if err != nil {
 		return fail(err)
 	}
-	g.Card, err = NewKeyCard(secret, g.Key.Fingerprint)
+	onCard := secret
+	if pq {
+		if onCard, err = cardPackets(secret); err != nil {
+			return fail(err)
+		}
+	}
+	g.Card, err = NewKeyCard(onCard, g.Key.Fingerprint)
 	if err != nil {
 		return fail(err)
 	}
@@ -112,15 +129,21 @@ func GenerateBailiffKey(name, email string, passphrase []byte, now time.Time) (*
 	if err != nil {
 		return fail(fmt.Errorf("bailiff: the key card of %s does not scan back: %w", name, err))
 	}
-	if !bytes.Equal(back, secret) {
+	if !bytes.Equal(back, onCard) {
 		return fail(fmt.Errorf("bailiff: the key card of %s scans back different bytes", name))
+	}
+	if pq {
+		restored, err := RestoreKeyCard(back, pub, now)
+		if err != nil || !bytes.Equal(restored, secret) {
+			return fail(fmt.Errorf("bailiff: the key card of %s does not restore the token file: %v", name, err))
+		}
 	}
 	return g, nil
 }
 
-// protectedSecret serializes e's secret keys encrypted under passphrase,
-// leaving e itself decrypted.
-func protectedSecret(e *openpgp.Entity, passphrase []byte, now time.Time) ([]byte, error) {
+// protectedSecret serializes e's secret keys encrypted under passphrase
+// with cfg's S2K, leaving e itself decrypted.
+func protectedSecret(e *openpgp.Entity, passphrase []byte, cfg *packet.Config) ([]byte, error) {
 	var raw bytes.Buffer
 	if err := e.SerializePrivateWithoutSigning(&raw, nil); err != nil {
 		return nil, fmt.Errorf("bailiff: serializing the secret key: %w", err)
@@ -132,7 +155,7 @@ func protectedSecret(e *openpgp.Entity, passphrase []byte, now time.Time) ([]byt
 	}
 	c := el[0]
 	defer wipeEntity(c)
-	if err := c.EncryptPrivateKeys(passphrase, config(now)); err != nil {
+	if err := c.EncryptPrivateKeys(passphrase, cfg); err != nil {
 		return nil, fmt.Errorf("bailiff: protecting the secret key: %w", err)
 	}
 	var out bytes.Buffer

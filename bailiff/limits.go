@@ -19,16 +19,19 @@ const (
 	// MaxPublicKeyLen bounds one binary OpenPGP public key (transferable
 	// public key) carried in a roster or order.
 	MaxPublicKeyLen = 16 << 10
-	// MaxSignatureLen bounds one binary detached OpenPGP signature.
-	MaxSignatureLen = 2 << 10
-	// MaxRosterLen bounds a signed roster file.
-	MaxRosterLen = 1 << 20
+	// MaxSignatureLen bounds one binary detached OpenPGP signature (a v6
+	// ML-DSA-87+Ed448 signature is about 4.8 KB).
+	MaxSignatureLen = 8 << 10
+	// MaxRosterLen bounds a signed roster file (32 post-quantum bailiffs:
+	// about 1 MiB).
+	MaxRosterLen = 2 << 20
 	// MaxOrderLen bounds a signed restitution order file.
-	MaxOrderLen = 256 << 10
+	MaxOrderLen = 512 << 10
 	// MaxSealedKeyLen bounds the AEAD-sealed escrow private key.
 	MaxSealedKeyLen = 16 << 10
 	// MaxPublicKeyLenPQ bounds the post-quantum escrow public key of a v2
-	// escrow bundle (v6, ML-DSA-87+Ed448 and ML-KEM-1024+X448: about 14 KB).
+	// escrow bundle (v6, ML-DSA-87+Ed448 and ML-KEM-1024+X448: about 14 KB)
+	// and a post-quantum bailiff key (the same with a user id: about 19 KB).
 	MaxPublicKeyLenPQ = 24 << 10
 	// MaxSealedKeyLenPQ bounds the sealed post-quantum escrow private key
 	// of a v2 escrow bundle (about 14 KB).
@@ -49,8 +52,9 @@ const (
 	// MaxPrivateKeyLen bounds an armored or binary bailiff private key
 	// handed to the appliance (token, QR card).
 	MaxPrivateKeyLen = 64 << 10
-	// MaxCardParts bounds the QR codes of one key card.
-	MaxCardParts = 8
+	// MaxCardParts bounds the QR codes of one key card (a post-quantum
+	// card's secret-key packets are about 4.6 KB: 12 codes).
+	MaxCardParts = 16
 	// MaxTranscriptSteps bounds a ceremony transcript.
 	MaxTranscriptSteps = 1000
 	// DefaultUnlockTTL is how long an unlock session stays usable.

@@ -53,7 +53,7 @@ func NewOrder(r *Roster, userID, reference string, beneficiary []byte, created t
 }
 
 func parseBeneficiary(b []byte, now time.Time) (*openpgp.Entity, error) {
-	el, err := readKeys(b)
+	el, err := readKeys(b, 4*MaxPublicKeyLen)
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: order: beneficiary key: %w", err)
 	}

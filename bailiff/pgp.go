@@ -77,7 +77,8 @@ func readConfig() *packet.Config {
 	return &packet.Config{MaxDecompressedMessageSize: &limit}
 }
 
-// Fingerprint returns the lowercase hex v4 fingerprint of an entity.
+// Fingerprint returns the lowercase hex fingerprint of an entity: 40 hex
+// digits for a v4 key, 64 for a v6 key.
 func Fingerprint(e *openpgp.Entity) string {
 	return hex.EncodeToString(e.PrimaryKey.Fingerprint)
 }
@@ -155,8 +156,22 @@ func publicBytes(e *openpgp.Entity) ([]byte, error) {
 }
 
 // parsePublicKey reads exactly one binary or armored transferable public
-// key, refusing secret keys.
-func parsePublicKey(b []byte, now time.Time) (e *openpgp.Entity, err error) {
+// key in the GnuPG 2.2 profile (v4, P-521), refusing secret keys.
+func parsePublicKey(b []byte, now time.Time) (*openpgp.Entity, error) {
+	e, err := parsePublicEntity(b, 4*MaxPublicKeyLen)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkP521Public(e, now); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// parsePublicEntity reads exactly one binary or armored transferable
+// public key of at most max bytes, refusing secret keys. It checks no
+// algorithm.
+func parsePublicEntity(b []byte, max int) (e *openpgp.Entity, err error) {
 	defer func() {
 		// the OpenPGP parser is third-party code fed outside input: a
 		// panic there must not take the appliance down
@@ -164,10 +179,7 @@ func parsePublicKey(b []byte, now time.Time) (e *openpgp.Entity, err error) {
 			e, err = nil, fmt.Errorf("malformed OpenPGP key (parser panicked)")
 		}
 	}()
-	if len(b) == 0 || len(b) > 4*MaxPublicKeyLen {
-		return nil, fmt.Errorf("key of %d bytes: outside 1..%d", len(b), 4*MaxPublicKeyLen)
-	}
-	el, err := readKeys(b)
+	el, err := readKeys(b, max)
 	if err != nil {
 		return nil, fmt.Errorf("not an OpenPGP public key: %s", sanitize(err))
 	}
@@ -184,9 +196,6 @@ func parsePublicKey(b []byte, now time.Time) (e *openpgp.Entity, err error) {
 			wipeEntity(e)
 			return nil, errors.New("a secret subkey was given where a public key is expected")
 		}
-	}
-	if err := checkP521Public(e, now); err != nil {
-		return nil, err
 	}
 	return e, nil
 }
@@ -392,16 +401,16 @@ func sanitize(err error) string {
 	return s
 }
 
-// readKeys reads binary or armored keys, turning a parser panic into an
-// error.
-func readKeys(b []byte) (el openpgp.EntityList, err error) {
+// readKeys reads binary or armored keys of at most max bytes, turning a
+// parser panic into an error.
+func readKeys(b []byte, max int) (el openpgp.EntityList, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			el, err = nil, errors.New("malformed OpenPGP key (parser panicked)")
 		}
 	}()
-	if len(b) == 0 || len(b) > 4*MaxPublicKeyLen {
-		return nil, fmt.Errorf("key of %d bytes: outside 1..%d", len(b), 4*MaxPublicKeyLen)
+	if len(b) == 0 || len(b) > max {
+		return nil, fmt.Errorf("key of %d bytes: outside 1..%d", len(b), max)
 	}
 	if bytes.HasPrefix(bytes.TrimSpace(b), []byte("-----BEGIN PGP")) {
 		return openpgp.ReadArmoredKeyRing(bytes.NewReader(b))

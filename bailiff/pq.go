@@ -36,6 +36,16 @@ const (
 	AlgKeyPQ   = "openpgp-v6-mldsa87-ed448+mlkem1024-x448"
 	AlgPKESKPQ = "openpgp-pkesk-v6-mlkem1024-x448-hidden"
 	AlgDataPQ  = "openpgp-seipd-v2-aes256-ocb"
+	// AlgPKESKPQNamed is the key packet of a share message to a
+	// post-quantum bailiff key (bailiff_pq.go): PKESK v6 naming the
+	// recipient's v6 fingerprint.
+	AlgPKESKPQNamed = "openpgp-pkesk-v6-mlkem1024-x448"
+	// AlgSignaturePQ is a v6 signature by an ML-DSA-87+Ed448 key over
+	// SHA-512: what a post-quantum bailiff signs rosters and orders with.
+	AlgSignaturePQ = "openpgp-sig-v6-mldsa87-ed448-sha512"
+	// AlgS2KArgon2 protects a post-quantum bailiff's exported secret key:
+	// Argon2 S2K with AEAD (OCB) key protection, AES-256 (S2K usage 253).
+	AlgS2KArgon2 = "openpgp-s2k-argon2-aes256"
 )
 
 // ItemAlgorithmsPQ is what SealItemPQ uses.
@@ -97,7 +107,7 @@ func pqPairwiseCheck(e *openpgp.Entity, now time.Time) error {
 	}
 	enc, _ := e.EncryptionKey(now)
 	var ct bytes.Buffer
-	if err := sealToPQ(&ct, enc.PublicKey, bytes.NewReader(msg), now); err != nil {
+	if err := sealToPQ(&ct, enc.PublicKey, bytes.NewReader(msg), true, now); err != nil {
 		return fmt.Errorf("bailiff: pairwise check: encrypt: %w", err)
 	}
 	pr, err := openItemPQ(&ct, openpgp.EntityList{e})
@@ -246,13 +256,15 @@ func SealItemPQ(w io.Writer, escrowPub *openpgp.Entity, plaintext io.Reader) (Al
 		return Algorithms{}, fmt.Errorf("bailiff: seal: escrow key: %v", err)
 	}
 	enc, _ := escrowPub.EncryptionKey(now)
-	if err := sealToPQ(w, enc.PublicKey, plaintext, now); err != nil {
+	if err := sealToPQ(w, enc.PublicKey, plaintext, true, now); err != nil {
 		return Algorithms{}, fmt.Errorf("bailiff: seal: %w", err)
 	}
 	return ItemAlgorithmsPQ, nil
 }
 
-func sealToPQ(w io.Writer, pub *packet.PublicKey, plaintext io.Reader, now time.Time) error {
+// sealToPQ writes the PQ profile's message to pub: an anonymous PKESK v6
+// when hidden (items), else one naming pub's fingerprint (share messages).
+func sealToPQ(w io.Writer, pub *packet.PublicKey, plaintext io.Reader, hidden bool, now time.Time) error {
 	cfg := pqConfig(now)
 	key := make([]byte, packet.CipherAES256.KeySize())
 	defer clear(key)
@@ -264,7 +276,7 @@ func sealToPQ(w io.Writer, pub *packet.PublicKey, plaintext io.Reader, now time.
 	bw := bufs.w
 	bw.Reset(w)
 	defer bw.Reset(nil)
-	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(bw, pub, packet.CipherAES256, true, key, true, cfg); err != nil {
+	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(bw, pub, packet.CipherAES256, true, key, hidden, cfg); err != nil {
 		return err
 	}
 	data, err := packet.SerializeSymmetricallyEncrypted(bw, packet.CipherAES256, true,

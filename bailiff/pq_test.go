@@ -487,7 +487,7 @@ func TestReadSealedKey(t *testing.T) {
 		}
 		var ct bytes.Buffer
 		if k.PrimaryKey.Version == 6 {
-			err = sealToPQ(&ct, enc.PublicKey, strings.NewReader("x"), now)
+			err = sealToPQ(&ct, enc.PublicKey, strings.NewReader("x"), true, now)
 		} else {
 			err = encryptBytes(&ct, e, []byte("x"), true, now)
 		}

@@ -32,7 +32,7 @@ const (
 	// MaxQuorumOrderUsers bounds the users one escrow-rotation order names.
 	MaxQuorumOrderUsers = 1024
 	// MaxQuorumOrderLen bounds a signed order file.
-	MaxQuorumOrderLen = 256 << 10
+	MaxQuorumOrderLen = 512 << 10
 )
 
 // QuorumOrder is the bailiffs' approval of a re-encapsulation job that

@@ -17,6 +17,9 @@ import (
 // vector directories alone).
 
 func FuzzParseQuorumOrder(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join(testdataRoot, "roster-pq", "change.txt")); err == nil {
+		f.Add(b) // a roster change to post-quantum bailiffs
+	}
 	if vs, err := os.ReadFile(filepath.Join(testdataRoot, "quorum-order", "vectors.json")); err == nil {
 		var list []fileVector
 		json.Unmarshal(vs, &list)

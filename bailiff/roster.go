@@ -71,17 +71,7 @@ func (r *Roster) Digest() [32]byte { return sha256.Sum256(r.Body()) }
 // Marshal returns the signed roster file: Body() followed by the
 // signatures section.
 func (r *Roster) Marshal() []byte {
-	var w canon.Writer
-	fprs := make([]string, 0, len(r.Signatures))
-	for f := range r.Signatures {
-		fprs = append(fprs, f)
-	}
-	slices.Sort(fprs)
-	w.Line("signatures", fmt.Sprint(len(fprs)))
-	for _, f := range fprs {
-		w.Line("signature", f, canon.EncB64(r.Signatures[f]))
-	}
-	return append(r.Body(), w.Bytes()...)
+	return append(r.Body(), marshalSignatures(r.Signatures)...)
 }
 
 // Bailiff returns the roster entry with that fingerprint, or nil.
@@ -211,7 +201,7 @@ func ParseRoster(b []byte, now time.Time) (*Roster, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := canon.Hex(fpr, 20); err != nil {
+		if err := checkFingerprint(fpr); err != nil {
 			return nil, wrap("bailiff", err)
 		}
 		if i > 0 && fpr <= r.Bailiffs[i-1].Fingerprint {
@@ -225,13 +215,16 @@ func ParseRoster(b []byte, now time.Time) (*Roster, error) {
 		if err != nil {
 			return nil, err
 		}
-		kb, err := canon.B64(kv, MaxPublicKeyLen)
+		kb, err := canon.B64(kv, MaxPublicKeyLenPQ)
 		if err != nil {
 			return nil, wrap("key", err)
 		}
-		e, err := parsePublicKey(kb, now)
+		e, err := parseBailiffKey(kb, now)
 		if err != nil {
 			return nil, fmt.Errorf("bailiff: roster: key of %s: %w", fpr, err)
+		}
+		if max := maxBailiffKeyLen(e.PrimaryKey.Version); len(kb) > max {
+			return nil, fmt.Errorf("bailiff: roster: key of %s is %d bytes, more than %d for a v%d key", fpr, len(kb), max, e.PrimaryKey.Version)
 		}
 		if Fingerprint(e) != fpr {
 			return nil, fmt.Errorf("bailiff: roster: key listed as %s has fingerprint %s", fpr, Fingerprint(e))

@@ -80,7 +80,7 @@ func readSignatures(rd *canon.Reader, sigs map[string][]byte, what string) error
 		if err != nil {
 			return err
 		}
-		if _, err := canon.Hex(f[0], 20); err != nil {
+		if err := checkFingerprint(f[0]); err != nil {
 			return wrap("signature", err)
 		}
 		if f[0] <= prev {

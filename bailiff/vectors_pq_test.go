@@ -256,7 +256,7 @@ func TestWritePQVectors(t *testing.T) {
 	}
 	var seed bytes.Buffer
 	enc, _ := k.EncryptionKey(vectorTime)
-	if err := sealToPQ(&seed, enc.PublicKey, strings.NewReader("fuzz seed item"), vectorTime); err != nil {
+	if err := sealToPQ(&seed, enc.PublicKey, strings.NewReader("fuzz seed item"), true, vectorTime); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzOpenItemPQ")

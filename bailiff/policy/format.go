@@ -191,7 +191,7 @@ func parse(b []byte) (*Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := canon.Hex(f[0], 20); err != nil {
+		if err := canon.Fingerprint(f[0]); err != nil {
 			return nil, wrap("signature", err)
 		}
 		if f[0] <= prev {

@@ -49,8 +49,12 @@ const (
 	AlgPKESKPQv4 = "openpgp-pkesk-v3-mlkem768-x25519-hidden"
 	// AlgDataPQ is SEIPD v2 with AES-256 in OCB mode.
 	AlgDataPQ = bailiff.AlgDataPQ
-	// AlgSignaturePQ is a v6 signature by an ML-DSA-87+Ed448 key.
-	AlgSignaturePQ = "openpgp-sig-v6-mldsa87-ed448-sha512"
+	// AlgSignaturePQ is a v6 signature by an ML-DSA-87+Ed448 key (a
+	// post-quantum bailiff's).
+	AlgSignaturePQ = bailiff.AlgSignaturePQ
+	// AlgPKESKPQNamed wraps a share's session key to a post-quantum
+	// bailiff key (PKESK v6 naming the key).
+	AlgPKESKPQNamed = bailiff.AlgPKESKPQNamed
 	// AlgCheckpoint is the checkpoint signature (C2SP signed note).
 	AlgCheckpoint = "ed25519"
 	// AlgCheckpointPQ is the hybrid replacement for checkpoints. Nothing
@@ -62,7 +66,7 @@ const (
 	// AlgShamir is the escrow key sharing.
 	AlgShamir = "shamir-gf256"
 	// AlgS2KArgon2 is the preferred passphrase KDF.
-	AlgS2KArgon2 = "openpgp-s2k-argon2-aes256"
+	AlgS2KArgon2 = bailiff.AlgS2KArgon2
 	// KeyEpochPrefix starts the pseudo-algorithm "key-epoch-N" naming the
 	// record-layer key epoch of a record; it fails when N < MinKeyEpoch.
 	KeyEpochPrefix = "key-epoch-"
@@ -126,9 +130,10 @@ func Default() *Policy {
 			ageing(AlgKeyX25519, ClassPublicKey, AlgKeyPQ),
 			pref(AlgKeyPQ, ClassPublicKey),
 			ageing(bailiff.AlgPKESK, ClassPublicKey, AlgPKESKPQ),
-			ageing(bailiff.AlgPKESKNamed, ClassPublicKey, AlgPKESKPQ),
+			ageing(bailiff.AlgPKESKNamed, ClassPublicKey, AlgPKESKPQNamed),
 			ok(AlgPKESKPQv4, ClassPublicKey, AlgPKESKPQ),
 			pref(AlgPKESKPQ, ClassPublicKey),
+			pref(AlgPKESKPQNamed, ClassPublicKey),
 			bad("openpgp-v4-rsa1024", ClassPublicKey, AlgKeyPQ),
 			bad("openpgp-v4-dsa+elgamal", ClassPublicKey, AlgKeyPQ),
 			// data encryption

@@ -168,18 +168,31 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// TestPlanPQTargetIsEmpty: the objects as the appliance records them once
+// every user is upgraded (kind 4) and the roster holds post-quantum bailiff
+// keys (kind 2): nothing to do, ever, under the default policy. With the
+// bailiffs still on P-521 the escrows' share messages and the roster go to
+// a roster change, and nothing else.
 func TestPlanPQTargetIsEmpty(t *testing.T) {
 	p := Default()
+	escrowPQ := []string{AlgKeyPQ, bailiff.AlgEscrowAEAD, AlgShamir, AlgPKESKPQNamed}
 	objs := []Object{
 		{Record: 1, Kind: KindItem, UserID: "u1", Size: 10, Algorithms: itemPQ},
-		{Record: 2, Kind: KindEscrow, UserID: "u1", Size: 10, Algorithms: []string{AlgKeyPQ, bailiff.AlgEscrowAEAD, AlgShamir, AlgPKESKPQ}},
-		{Record: 3, Kind: KindRoster, Size: 10, Algorithms: []string{AlgKeyPQ, AlgSignaturePQ}},
+		{Record: 2, Kind: KindEscrow, UserID: "u1", Size: 10, Algorithms: escrowPQ},
+		{Record: 3, Kind: KindRoster, Size: 10, Algorithms: []string{AlgSignaturePQ, AlgKeyPQ}},
 		{Record: 4, Kind: KindRecord, Size: 10, Algorithms: []string{AlgRecordAEAD, KeyEpoch(7), AlgCheckpointPQ}},
 	}
 	for _, at := range []string{"2036-01-01", "2099-12-31"} {
 		if r := Plan(p, objs, day(at)); !r.Empty() || r.Warned != 0 {
 			t.Errorf("%s: PQ objects need work:\n%s", at, r)
 		}
+	}
+	classical := slices.Clone(objs)
+	classical[1].Algorithms = []string{AlgKeyPQ, bailiff.AlgEscrowAEAD, AlgShamir, bailiff.AlgPKESKNamed}
+	classical[2].Algorithms = []string{bailiff.AlgSignature, bailiff.AlgKey}
+	r := Plan(p, classical, day("2036-01-01"))
+	if g := r.Group(RosterChange); len(r.Groups) != 1 || g == nil || !slices.Equal(g.Records, []uint64{2, 3}) || g.Replacement[bailiff.AlgPKESKNamed] != AlgPKESKPQNamed {
+		t.Errorf("bailiffs on P-521 after the upgrade:\n%s", r)
 	}
 }
 
@@ -243,7 +256,7 @@ func TestParseRejects(t *testing.T) {
 		"replacement":      strings.Replace(good, "forbidden - - sha256", "forbidden - - sha3-256", 1),
 		"unsorted":         strings.Replace(strings.Replace(good, "rule md5 ", "rule zz5 ", 1), "rule md5", "rule zz5", 1),
 		"trailing":         good + "extra 1\n",
-		"rule count":       strings.Replace(good, "rules 27\n", "rules 28\n", 1),
+		"rule count":       strings.Replace(good, "rules 28\n", "rules 29\n", 1),
 		"double space":     strings.Replace(good, "rule md5 hash", "rule md5  hash", 1),
 		"uppercase alg":    strings.Replace(good, "rule md5 ", "rule MD5 ", 1),
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("ceremony", "genesis | verify-shares: key ceremonies with the bailiffs", cmdCeremony)
+	register("ceremony", "enrol | genesis | verify-shares | sign: key ceremonies with the bailiffs", cmdCeremony)
 	register("restitute", "release one user's items to a beneficiary, under a bailiff quorum", cmdRestitute)
 }
 
@@ -22,6 +22,7 @@ func cmdCeremony(args []string) int {
 	return subcommand("ceremony", args, map[string]func([]string) int{
 		"enrol":         ceremonyEnrol,
 		"genesis":       ceremonyGenesis,
+		"sign":          ceremonySign,
 		"verify-shares": ceremonyVerifyShares,
 	})
 }
@@ -44,10 +45,12 @@ func bailiffSpec(s string) (appliance.NewBailiff, error) {
 // ceremonyEnrol makes one bailiff's key on the appliance — exported
 // passphrase-protected for the token and as a key card that is scanned back
 // before the command succeeds, then wiped — or checks a public key the
-// bailiff made elsewhere. Genesis then imports the public key; the bailiff
-// signs the roster from their token (gpg --detach-sign).
+// bailiff made elsewhere. Genesis (or draft-roster) then imports the public
+// key; the bailiff signs the roster from their token (gpg --detach-sign, or
+// `coffre ceremony sign` for a post-quantum key).
 func ceremonyEnrol(args []string) int {
-	fs := newFlags("ceremony enrol", "(--name NAME --email EMAIL --passphrase-file FILE --out DIR | --check PUBKEY.asc)")
+	fs := newFlags("ceremony enrol", "(--name NAME --email EMAIL --passphrase-file FILE [--pq] --out DIR | --check PUBKEY.asc)")
+	pq := fs.Bool("pq", false, "make a post-quantum key (OpenPGP v6: ML-DSA-87+Ed448, ML-KEM-1024+X448), which GnuPG 2.2 cannot use")
 	name := fs.String("name", "", "the bailiff's name")
 	email := fs.String("email", "", "the bailiff's email")
 	passFile := fs.String("passphrase-file", "", "the bailiff's passphrase for the exported key")
@@ -62,11 +65,19 @@ func ceremonyEnrol(args []string) int {
 		if err != nil {
 			return fail(usagef("%v", err))
 		}
-		k, err := bailiff.ImportBailiffKey(*name, pub, now)
+		who := *name
+		if who == "" {
+			who = "the bailiff" // --check needs no name: the roster gets it at genesis or draft-roster
+		}
+		k, err := bailiff.ImportBailiffKey(who, pub, now)
 		if err != nil {
 			return fail(usageError{err})
 		}
-		fmt.Printf("%s: acceptable bailiff key %s (P-521, signing and encryption)\n", *check, k.Fingerprint)
+		profile := "P-521, signing and encryption"
+		if k.PQ() {
+			profile = "post-quantum v6: ML-DSA-87+Ed448 signing, ML-KEM-1024+X448 encryption"
+		}
+		fmt.Printf("%s: acceptable bailiff key %s (%s)\n", *check, k.Fingerprint, profile)
 		return exitOK
 	}
 	if *name == "" || *email == "" || *passFile == "" || *out == "" {
@@ -77,7 +88,11 @@ func ceremonyEnrol(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	g, err := bailiff.GenerateBailiffKey(b.Name, b.Email, b.Passphrase, now)
+	generate := bailiff.GenerateBailiffKey
+	if *pq {
+		generate = bailiff.GenerateBailiffKeyPQ
+	}
+	g, err := generate(b.Name, b.Email, b.Passphrase, now)
 	if err != nil {
 		return fail(err)
 	}
@@ -100,6 +115,47 @@ func ceremonyEnrol(args []string) int {
 		g.Key.Fingerprint, *name, base, base, g.Card.ID, base)
 	fmt.Print(g.Card.Caption())
 	fmt.Println("The unprotected key is wiped from the appliance. At genesis: --import '" + *name + ":" + base + ".pub.asc'")
+	return exitOK
+}
+
+// ceremonySign makes a bailiff's detached signature over a document body
+// (a roster, an order, a policy) with their protected key: what `gpg
+// --detach-sign` does for a P-521 key, for a post-quantum key too, which
+// GnuPG 2.2 cannot use. It runs on the bailiff's own offline machine or on
+// the appliance; the key is wiped when it is done.
+func ceremonySign(args []string) int {
+	fs := newFlags("ceremony sign", "--key SECRETKEY.asc --passphrase-file FILE --out SIG BODY")
+	keyFile := fs.String("key", "", "the bailiff's protected secret key (token file)")
+	passFile := fs.String("passphrase-file", "", "its passphrase")
+	out := fs.String("out", "", "where to write the binary detached signature (created, never overwritten)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *keyFile == "" || *passFile == "" || *out == "" || fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	secrets, err := bailiffSecrets([]string{*keyFile + ":" + *passFile})
+	if err != nil {
+		return fail(err)
+	}
+	body, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return fail(usagef("%v", err))
+	}
+	k, err := bailiff.OpenBailiffKey(secrets[0].SecretKey, secrets[0].Passphrase)
+	if err != nil {
+		return fail(err)
+	}
+	defer bailiff.WipeKey(k)
+	sig, err := bailiff.SignDetached(k, body, time.Now())
+	if err != nil {
+		return fail(err)
+	}
+	if err := fsutil.CreateExclusive(*out, sig, 0o644); err != nil {
+		return fail(err)
+	}
+	fmt.Printf("%s: signed by %s (%d bytes)\n", *out, bailiff.Fingerprint(k), len(sig))
 	return exitOK
 }
 

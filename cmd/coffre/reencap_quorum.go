@@ -226,7 +226,7 @@ func reencapDraftRoster(args []string) int {
 	k.register(fs)
 	threshold := fs.Int("threshold", 0, "k of the new roster (default: as now)")
 	var rm, add listFlag
-	fs.Var(&rm, "remove", "fingerprint of a bailiff who leaves, or whose old key is replaced (repeatable)")
+	fs.Var(&rm, "remove", "a bailiff who leaves, or whose old key is replaced: fingerprint, or name as on the roster (repeatable)")
 	fs.Var(&add, "add", "a bailiff who joins, or a bailiff's new key: NAME:PUBKEY.asc (repeatable)")
 	out := fs.String("out", "", "where to write the draft (and OUT.body, the bytes each bailiff signs)")
 	if code, ok := parse(fs, args); !ok {

@@ -222,6 +222,19 @@ func Hex(v string, n int) ([]byte, error) {
 	return b, nil
 }
 
+// Fingerprint checks an OpenPGP fingerprint: lowercase hex of a v4 key
+// (20 bytes, 40 digits) or a v6 key (32 bytes, 64 digits).
+func Fingerprint(v string) error {
+	if len(v) == 64 {
+		_, err := Hex(v, 32)
+		return err
+	}
+	if _, err := Hex(v, 20); err != nil {
+		return fmt.Errorf("%w: want a fingerprint: 40 (v4) or 64 (v6) lowercase hex digits", ErrSyntax)
+	}
+	return nil
+}
+
 // B64 parses canonical standard base64 with padding, at most max decoded
 // bytes.
 func B64(v string, max int) ([]byte, error) {
