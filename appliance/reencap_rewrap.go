@@ -287,7 +287,11 @@ func (a *Appliance) rotateAll(ctx context.Context, ko *keyOpener, o RotationOpti
 			}
 			var b *rotationBatch
 			if j == i {
-				b = <-results[j]
+				select {
+				case b = <-results[j]:
+				case <-wctx.Done(): // the feeder may stop before it has user j
+					return job, ctx.Err()
+				}
 			} else {
 				select {
 				case b = <-results[j]:
@@ -296,6 +300,17 @@ func (a *Appliance) rotateAll(ctx context.Context, ko *keyOpener, o RotationOpti
 			}
 			if b == nil {
 				break
+			}
+			if wctx.Err() != nil {
+				// Interrupted: a feeder that stops hands over what it
+				// holds, which a worker may still be filling. Leave it
+				// all to the deferred clean-up, which waits for the
+				// workers before it releases anything.
+				results[j] <- b
+				for k, g := range group {
+					results[i+k] <- g
+				}
+				return job, ctx.Err()
 			}
 			group = append(group, b)
 			if b.err != nil {
