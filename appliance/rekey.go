@@ -1,10 +1,13 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,11 +77,26 @@ func (a *Appliance) RecordEpochs() (map[uint32]int, error) {
 	return out, err
 }
 
+// RekeyOptions are the options of a record-layer rekey run.
+type RekeyOptions struct {
+	NewEpoch bool // create a fresh record key epoch first (else resume)
+	Max      int  // re-encrypt at most this many records in this run; <0: all
+	// Batch bounds the records of one atomic batch (default and most:
+	// rekeyBatchRecords). Smaller batches redo less after a power cut.
+	Batch    int
+	Progress func(done, total int)
+}
+
 // Rekey runs (or resumes) the record-layer rekey: records under an epoch
-// older than the newest are re-encrypted under it. With newEpoch true it
+// older than the newest are re-encrypted under it. With o.NewEpoch it
 // first creates a fresh record key epoch.
-func (a *Appliance) Rekey(ctx context.Context, newEpoch bool, max int, progress func(done, total int)) (*RekeyJob, error) {
-	if newEpoch {
+func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error) {
+	max, progress := o.Max, o.Progress
+	perBatch := rekeyBatchRecords
+	if o.Batch > 0 {
+		perBatch = min(o.Batch, rekeyBatchRecords)
+	}
+	if o.NewEpoch {
 		if err := a.addRecordEpoch(); err != nil {
 			return nil, err
 		}
@@ -123,14 +141,28 @@ func (a *Appliance) Rekey(ctx context.Context, newEpoch bool, max int, progress 
 	if max >= 0 && len(todo) > max {
 		todo = todo[:max] // a bounded maintenance window; the rest resumes later
 	}
-	for _, idx := range todo {
+	// A reader goroutine fetches the records ahead (bounded) while this
+	// one commits: small records go in batches (one sync per drive for
+	// many), a large one streams from the drives alone.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan rekeyBatch, 1)
+	go a.readRekeyBatches(rctx, todo, perBatch, batches)
+	for b := range batches {
+		if b.err != nil {
+			return job, b.err
+		}
 		if err := ctx.Err(); err != nil {
+			b.close()
 			return job, err
 		}
-		if err := a.rekeyRecord(ctx, idx); err != nil {
-			return job, err
+		_, err := a.commitBatch(ctx, b.ps)
+		b.close()
+		if err != nil {
+			return job, fmt.Errorf("appliance: rekey: records %d..: %w", b.ps[0].meta.Supersedes, err)
 		}
-		job.Done++
+		job.Done += len(b.ps)
+		job.Bytes += b.bytes
 		if job.Done < job.Total {
 			crashpoint.Hit("reencap.batch")
 		}
@@ -139,6 +171,9 @@ func (a *Appliance) Rekey(ctx context.Context, newEpoch bool, max int, progress 
 			progress(job.Done, job.Total)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return job, err
+	}
 	if job.Done >= job.Total {
 		job.Status = "done"
 	}
@@ -146,24 +181,94 @@ func (a *Appliance) Rekey(ctx context.Context, newEpoch bool, max int, progress 
 	return job, nil
 }
 
-// rekeyRecord appends a copy of record idx under the current epoch that
-// supersedes it.
-func (a *Appliance) rekeyRecord(ctx context.Context, idx uint64) error {
-	h, mb, body, err := a.vault.Get(idx)
-	if err != nil {
-		return fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)
+// Bounds of one rekey batch: records whose body is at most
+// rekeyInline bytes are read whole and committed together, up to
+// rekeyBatchBytes or rekeyBatchRecords; a larger one goes alone, streamed.
+const (
+	rekeyInline       = 4 << 20
+	rekeyBatchBytes   = 32 << 20
+	rekeyBatchRecords = 512
+)
+
+// rekeyBatch is records ready to append under the new epoch, each
+// superseding its old copy.
+type rekeyBatch struct {
+	ps     []pending
+	bytes  int64
+	closer io.Closer // the streamed body of a large record
+	err    error
+}
+
+func (b *rekeyBatch) close() {
+	if b.closer != nil {
+		b.closer.Close()
 	}
-	defer body.Close()
-	m, err := catalog.ParseMeta(mb)
-	if err != nil {
-		return fmt.Errorf("appliance: rekey: record %d meta: %w", idx, err)
+}
+
+// readRekeyBatches reads the records of todo into batches, in order, and
+// closes out. It stops at the first error (sent as a batch) or when ctx
+// ends.
+func (a *Appliance) readRekeyBatches(ctx context.Context, todo []uint64, perBatch int, out chan<- rekeyBatch) {
+	defer close(out)
+	send := func(b rekeyBatch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			b.close()
+			return false
+		}
 	}
-	m.Supersedes = idx
-	_, err = a.commit(ctx, h.Type, m, body)
-	if err != nil {
-		return fmt.Errorf("appliance: rekey: record %d: %w", idx, err)
+	var cur rekeyBatch
+	for _, idx := range todo {
+		h, mb, body, err := a.vault.Get(idx)
+		if err != nil {
+			send(rekeyBatch{err: fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)})
+			return
+		}
+		m, err := catalog.ParseMeta(mb)
+		if err != nil {
+			body.Close()
+			send(rekeyBatch{err: fmt.Errorf("appliance: rekey: record %d meta: %w", idx, err)})
+			return
+		}
+		m.Supersedes = idx
+		if h.BodyLen > rekeyInline {
+			if len(cur.ps) > 0 && !send(cur) {
+				body.Close()
+				return
+			}
+			cur = rekeyBatch{}
+			if !send(rekeyBatch{ps: []pending{{h.Type, m, body}}, bytes: int64(h.BodyLen), closer: body}) {
+				return
+			}
+			continue
+		}
+		buf := make([]byte, h.BodyLen)
+		_, err = io.ReadFull(body, buf)
+		if err == nil {
+			// The body must end where its header says.
+			if n, _ := body.Read(make([]byte, 1)); n != 0 {
+				err = errors.New("body longer than its header says")
+			}
+		}
+		body.Close()
+		if err != nil {
+			send(rekeyBatch{err: fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)})
+			return
+		}
+		cur.ps = append(cur.ps, pending{h.Type, m, bytes.NewReader(buf)})
+		cur.bytes += int64(len(buf))
+		if cur.bytes >= rekeyBatchBytes || len(cur.ps) >= perBatch {
+			if !send(cur) {
+				return
+			}
+			cur = rekeyBatch{}
+		}
 	}
-	return nil
+	if len(cur.ps) > 0 {
+		send(cur)
+	}
 }
 
 func (a *Appliance) putJob(j *RekeyJob) {

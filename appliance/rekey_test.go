@@ -67,9 +67,9 @@ func TestRekeyResumesAfterKill(t *testing.T) {
 	midJob := 0
 	for i := 0; i < 20; i++ {
 		e.coffre("reencap", "run", "--state", e.state, "--kind", "record", "--new-epoch", "--max", "0")
-		// One batch per record: 48.
-		crash := pickCrash(rng, i, 48)
-		e.runKilled(crash, "reencap", "run", "--state", e.state, "--kind", "record")
+		// Batches of 2 records: 24.
+		crash := pickCrash(rng, i, 24)
+		e.runKilled(crash, "reencap", "run", "--state", e.state, "--kind", "record", "--batch", "2")
 		a := openA()
 		if j, ok, _ := a.RekeyStatus(); ok && j.Done > 0 && j.Status != "done" {
 			midJob++

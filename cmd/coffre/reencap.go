@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"coffre/appliance"
 )
 
 func init() {
@@ -58,8 +60,12 @@ func reencapRun(args []string) int {
 	kind := fs.String("kind", "", "the kind of work: record (record-layer rekey, no quorum), roster, escrow or upgrade (quorum; see coffre reencap run --kind roster -h)")
 	newEpoch := fs.Bool("new-epoch", false, "record: create a fresh record key epoch first (otherwise resume the job in flight)")
 	limit := fs.Int("max", -1, "re-encrypt at most this many records in this run (a bounded maintenance window; -1: all)")
+	batch := fs.Int("batch", 0, "records per atomic batch (default and most: 512, or 32 MiB; a record over 4 MiB goes alone)")
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if *batch < 0 {
+		return fail(usagef("--batch %d: want a positive number", *batch))
 	}
 	if *kind != "record" {
 		return fail(usagef("--kind %q: want record (record-layer rekey, no quorum), roster (roster change, quorum), escrow (escrow key rotation, quorum) or upgrade (algorithm upgrade to post-quantum, quorum)", *kind))
@@ -71,9 +77,10 @@ func reencapRun(args []string) int {
 	defer a.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	job, err := a.Rekey(ctx, *newEpoch, *limit, func(done, total int) {
-		progressBar("re-encrypting records")(uint64(done), uint64(total))
-	})
+	bar := progressBar("re-encrypting records")
+	job, err := a.Rekey(ctx, appliance.RekeyOptions{NewEpoch: *newEpoch, Max: *limit, Batch: *batch, Progress: func(done, total int) {
+		bar(uint64(done), uint64(total))
+	}})
 	if err != nil {
 		if job != nil {
 			fmt.Fprintf(os.Stderr, "stopped after %d of %d records; run the same command again to resume\n", job.Done, job.Total)
