@@ -240,14 +240,13 @@ func (a *Appliance) reencapSteps(kind string) ([]reencapStep, error) {
 	return out, nil
 }
 
-// inFlight returns the order of the job of this kind that was approved and
-// not closed, or nil.
-func (a *Appliance) inFlight(kind string) (*bailiff.QuorumOrder, uint64, error) {
+// lastApproval returns the newest approval of a job of this kind (nil if
+// none) and whether a done record closed that job.
+func (a *Appliance) lastApproval(kind string) (last *reencapStep, closed bool, err error) {
 	steps, err := a.reencapSteps(kind)
 	if err != nil {
-		return nil, 0, err
+		return nil, false, err
 	}
-	var last *reencapStep
 	done := map[string]bool{}
 	for i, s := range steps {
 		switch s.step {
@@ -257,7 +256,17 @@ func (a *Appliance) inFlight(kind string) (*bailiff.QuorumOrder, uint64, error) 
 			done[s.order] = true
 		}
 	}
-	if last == nil || done[last.order] {
+	return last, last != nil && done[last.order], nil
+}
+
+// inFlight returns the order of the job of this kind that was approved and
+// not closed, or nil.
+func (a *Appliance) inFlight(kind string) (*bailiff.QuorumOrder, uint64, error) {
+	last, closed, err := a.lastApproval(kind)
+	if err != nil {
+		return nil, 0, err
+	}
+	if last == nil || closed {
 		return nil, 0, nil
 	}
 	b, err := a.readRecord(last.record)
@@ -394,19 +403,9 @@ func (a *Appliance) newJob(id string, o *bailiff.QuorumOrder, record uint64) *Re
 func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
 	out := map[string]*ReencapJob{}
 	for _, c := range []struct{ kind, id string }{{bailiff.ReencapRosterChange, rosterJobID}, {bailiff.ReencapEscrowRotation, rotationJobID}} {
-		steps, err := a.reencapSteps(c.kind)
+		last, closed, err := a.lastApproval(c.kind)
 		if err != nil {
 			return nil, err
-		}
-		var last *reencapStep
-		done := map[string]bool{}
-		for i, st := range steps {
-			switch st.step {
-			case "approve":
-				last = &steps[i]
-			case "done":
-				done[st.order] = true
-			}
 		}
 		if last == nil {
 			continue
@@ -423,7 +422,7 @@ func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
 				j = saved
 			}
 		}
-		if done[last.order] && j.Status == "done" {
+		if closed && j.Status == "done" {
 			out[c.kind] = &j
 			continue
 		}
@@ -431,7 +430,7 @@ func (a *Appliance) ReencapStatus() (map[string]*ReencapJob, error) {
 			return nil, err
 		}
 		j.Status = "running"
-		if done[last.order] {
+		if closed {
 			j.Status, j.Done = "done", j.Total
 		}
 		out[c.kind] = &j

@@ -155,16 +155,7 @@ func decryptShare(msg []byte, key *openpgp.Entity, max int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(pr, max+1))
-	if err != nil {
-		clear(b)
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		clear(b)
-		return nil, fmt.Errorf("message larger than %d bytes", max)
-	}
-	return b, nil
+	return readAllMax(pr, max)
 }
 
 // pqProtect is how a post-quantum bailiff's secret key is exported: Argon2

@@ -276,6 +276,12 @@ func decryptBytes(r io.Reader, keys openpgp.EntityList, max int64) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	return readAllMax(pr, max)
+}
+
+// readAllMax reads a decrypted message whole, failing (and wiping what
+// it read) past max bytes.
+func readAllMax(pr io.Reader, max int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(pr, max+1))
 	if err != nil {
 		clear(b)
