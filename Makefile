@@ -51,7 +51,7 @@ demo: deps build
 bench: deps build
 	@mkdir -p bench
 	@rm -f bench/rows.jsonl
-	COFFRE_BENCH_OUT=$(CURDIR)/bench/rows.jsonl $(GO) test -tags bench -count=1 -timeout 90m -run '^TestBench' ./... || true
+	COFFRE_BENCH_OUT=$(CURDIR)/bench/rows.jsonl $(GO) test -p 1 -tags bench -count=1 -timeout 90m -run '^TestBench' ./... || true
 	$(GO) run ./cmd/benchreport -in bench/rows.jsonl -out bench/results.json
 
 # Fuzz every Fuzz target for FUZZTIME each (default 30s).
