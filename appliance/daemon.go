@@ -107,7 +107,9 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	}
 	// The roster is read (and its signatures checked) in the background:
 	// on a large vault, reading an old record first locates every record
-	// before it, which must not hold up start-up.
+	// before it, which must not hold up start-up. So is the check escrow's
+	// kind, which a new user's first upload needs (checkEscrowPQ): read
+	// later, it would wait for the drives behind another upload's append.
 	var warm sync.WaitGroup
 	defer warm.Wait() // before a.Close
 	warm.Add(1)
@@ -116,6 +118,7 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		if _, err := a.Roster(); err != nil && !errors.Is(err, ErrNoRoster) {
 			d.event("roster", err, "the roster on the drives does not verify: audit the drives before storing anything")
 		}
+		a.checkEscrowPQ() // an error here is reported by the upload that needs it
 	}()
 	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers, "procs", runtime.GOMAXPROCS(0))
 
