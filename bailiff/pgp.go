@@ -231,20 +231,24 @@ func sessionKeyPacket(pub *packet.PublicKey, hidden bool, now time.Time) (key, h
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		return nil, nil, err
 	}
-	head, err = ecdhP521KeyPacket(pub, key, hidden)
-	if err == nil {
-		return key, head, nil
-	}
-	if err != errNotP521 {
+	if head, err = keyPacket(pub, key, hidden, now); err != nil {
 		clear(key)
 		return nil, nil, err
+	}
+	return key, head, nil
+}
+
+// keyPacket encrypts an AES-256 session key to pub in a PKESK v3.
+func keyPacket(pub *packet.PublicKey, key []byte, hidden bool, now time.Time) ([]byte, error) {
+	head, err := ecdhP521KeyPacket(pub, key, hidden)
+	if err == nil || err != errNotP521 {
+		return head, err
 	}
 	b := bytes.NewBuffer(make([]byte, 0, 512))
 	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(b, pub, packet.CipherAES256, false, key, hidden, config(now)); err != nil {
-		clear(key)
-		return nil, nil, err
+		return nil, err
 	}
-	return key, b.Bytes(), nil
+	return b.Bytes(), nil
 }
 
 func encryptBytes(w io.Writer, e *openpgp.Entity, msg []byte, hidden bool, now time.Time) error {
