@@ -56,7 +56,7 @@ func (p *aheadPipe) Write(b []byte) (int, error) {
 			default:
 				if p.alloc < aheadChunks {
 					p.alloc++
-					p.w = make([]byte, 0, aheadChunk)
+					p.w = (*aheadPool.Get().(*[]byte))[:0]
 				} else {
 					select {
 					case p.w = <-p.free:
@@ -104,6 +104,7 @@ func (p *aheadPipe) Read(b []byte) (int, error) {
 		}
 		c, ok := <-p.full
 		if !ok {
+			p.recycle()
 			return 0, p.err
 		}
 		p.cur, p.base = c, c
@@ -112,6 +113,23 @@ func (p *aheadPipe) Read(b []byte) (int, error) {
 	p.cur = p.cur[n:]
 	return n, nil
 }
+
+// recycle pools the chunks once the writer is done (full is closed): they
+// are all in free then. Chunks of a pipe the reader gave up on are left to
+// the garbage collector, as the writer may still hold one.
+func (p *aheadPipe) recycle() {
+	for {
+		select {
+		case b := <-p.free:
+			aheadPool.Put(&b)
+		default:
+			return
+		}
+	}
+}
+
+// aheadPool keeps chunks from one large upload to the next.
+var aheadPool = sync.Pool{New: func() any { b := make([]byte, aheadChunk); return &b }}
 
 // Close ends the reader's side: the writer's next Write fails.
 func (p *aheadPipe) Close() error {
