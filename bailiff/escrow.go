@@ -137,7 +137,7 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	var key *openpgp.Entity
 	switch version {
 	case 1:
-		key, err = newP521Entity("Coffre escrow key", "", now)
+		key, err = generateP521Entity("Coffre escrow key", "", now) // checked below
 	case 2:
 		key, err = newPQEntity(now)
 	default:
@@ -151,7 +151,20 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	if e.Public, err = publicBytes(key); err != nil {
 		return nil, err
 	}
-	if e.pub, err = parseEscrowPublic(version, e.Public, now); err != nil {
+	// The P-521 key's pair-wise check and the re-read of its public key
+	// (which parses a copy, sharing nothing with key) run side by side;
+	// nothing is used before both passed.
+	var pairErr error
+	var pair sync.WaitGroup
+	if version == 1 {
+		pair.Go(func() { pairErr = pairwiseCheck(key, now) })
+	}
+	e.pub, err = parseEscrowPublic(version, e.Public, now)
+	pair.Wait()
+	if pairErr != nil {
+		return nil, pairErr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow key does not re-read: %w", err)
 	}
 	var secret bytes.Buffer

@@ -87,14 +87,23 @@ func Fingerprint(e *openpgp.Entity) string {
 // (certify+sign), ECDH P-521 subkey (encrypt), with a pair-wise consistency
 // check (sign/verify and encrypt/decrypt) before it is returned.
 func newP521Entity(name, email string, now time.Time) (*openpgp.Entity, error) {
-	cfg := config(now)
-	e, err := openpgp.NewEntity(name, "", email, cfg)
+	e, err := generateP521Entity(name, email, now)
 	if err != nil {
-		return nil, fmt.Errorf("bailiff: generating a P-521 key: %w", err)
+		return nil, err
 	}
 	if err := pairwiseCheck(e, now); err != nil {
 		wipeEntity(e)
 		return nil, err
+	}
+	return e, nil
+}
+
+// generateP521Entity is newP521Entity without the pair-wise check, for a
+// caller that runs it beside other work and uses nothing before it passed.
+func generateP521Entity(name, email string, now time.Time) (*openpgp.Entity, error) {
+	e, err := openpgp.NewEntity(name, "", email, config(now))
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: generating a P-521 key: %w", err)
 	}
 	return e, nil
 }
