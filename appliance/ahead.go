@@ -56,7 +56,7 @@ func (p *aheadPipe) Write(b []byte) (int, error) {
 			default:
 				if p.alloc < aheadChunks {
 					p.alloc++
-					p.w = (*aheadPool.Get().(*[]byte))[:0]
+					p.w = getAheadChunk()
 				} else {
 					select {
 					case p.w = <-p.free:
@@ -121,15 +121,33 @@ func (p *aheadPipe) recycle() {
 	for {
 		select {
 		case b := <-p.free:
-			aheadPool.Put(&b)
+			putAheadChunk(b)
 		default:
 			return
 		}
 	}
 }
 
-// aheadPool keeps chunks from one large upload to the next.
-var aheadPool = sync.Pool{New: func() any { b := make([]byte, aheadChunk); return &b }}
+// aheadFree keeps chunks from one large upload to the next: enough for
+// the two a bundle has in flight. (A sync.Pool would keep some per
+// scheduler P, and coffred runs more Ps than cores.)
+var aheadFree = make(chan []byte, 2*aheadChunks)
+
+func getAheadChunk() []byte {
+	select {
+	case b := <-aheadFree:
+		return b[:0]
+	default:
+		return make([]byte, 0, aheadChunk)
+	}
+}
+
+func putAheadChunk(b []byte) {
+	select {
+	case aheadFree <- b:
+	default:
+	}
+}
 
 // Close ends the reader's side: the writer's next Write fails.
 func (p *aheadPipe) Close() error {
