@@ -128,9 +128,11 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	}
 	tick := time.NewTicker(cfg.Sources.Poll.Duration)
 	defer tick.Stop()
+	arrived := watchSpools(ctx, cfg.Sources.USBDirs, log)
 	for {
 		d.pollOnce(ctx)
 		select {
+		case <-arrived:
 		case <-ctx.Done():
 			log.Info("coffred stopping: finishing the uploads in flight")
 			d.srcWG.Wait() // no source dispatches after this
