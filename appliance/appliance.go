@@ -48,6 +48,7 @@ type Appliance struct {
 	userMu  map[string]*sync.Mutex
 
 	escrowIdx map[string]uint64 // user → live escrow record (guarded by mu)
+	checkPQ   checkPQ           // see checkEscrowPQ (guarded by mu)
 
 	secrets     map[string][]byte // the keys, unsealed once at open; wiped at Close
 	quorum      int

@@ -89,6 +89,7 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		return err
 	}
 	defer a.Close()
+	reserveDriveProcs(len(a.vault.Drives()))
 	workers := cfg.Workers
 	if workers == 0 {
 		workers = runtime.NumCPU()
@@ -106,7 +107,9 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	}
 	// The roster is read (and its signatures checked) in the background:
 	// on a large vault, reading an old record first locates every record
-	// before it, which must not hold up start-up.
+	// before it, which must not hold up start-up. So is the check escrow's
+	// kind, which a new user's first upload needs (checkEscrowPQ): read
+	// later, it would wait for the drives behind another upload's append.
 	var warm sync.WaitGroup
 	defer warm.Wait() // before a.Close
 	warm.Add(1)
@@ -115,8 +118,9 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		if _, err := a.Roster(); err != nil && !errors.Is(err, ErrNoRoster) {
 			d.event("roster", err, "the roster on the drives does not verify: audit the drives before storing anything")
 		}
+		a.checkEscrowPQ() // an error here is reported by the upload that needs it
 	}()
-	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers)
+	log.Info("coffred ready", "vault", a.ID.VaultID, "drives", len(a.vault.Drives()), "records", a.vault.Size(), "socket", cfg.Socket, "workers", workers, "procs", runtime.GOMAXPROCS(0))
 
 	for _, cam := range cfg.Sources.Cameras {
 		d.srcWG.Add(1)
@@ -124,9 +128,11 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 	}
 	tick := time.NewTicker(cfg.Sources.Poll.Duration)
 	defer tick.Stop()
+	arrived := watchSpools(ctx, cfg.Sources.USBDirs, log)
 	for {
 		d.pollOnce(ctx)
 		select {
+		case <-arrived:
 		case <-ctx.Done():
 			log.Info("coffred stopping: finishing the uploads in flight")
 			d.srcWG.Wait() // no source dispatches after this
@@ -141,6 +147,28 @@ func RunDaemon(ctx context.Context, cfg *Config, logOut io.Writer) error {
 		}
 	}
 }
+
+// reserveDriveProcs gives the Go scheduler one P per drive on top of one
+// per core. A drive write (O_DIRECT pwrite, fdatasync) blocks in the kernel
+// holding its P, and the runtime takes a P back from a blocked syscall only
+// when its monitor next looks, which is up to 10 ms later once it has backed
+// off: with as many Ps as cores, the four drives' writes of one upload left
+// both cores idle several times per 10 MiB upload while the re-encryption
+// waited to be scheduled (seen in execution traces). The writers block
+// rather than compute, so the extra Ps do not oversubscribe the cores.
+// GOMAXPROCS in the environment wins.
+func reserveDriveProcs(drives int) {
+	if os.Getenv("GOMAXPROCS") != "" || drives <= 0 {
+		return
+	}
+	if n := defaultProcs() + drives; n > runtime.GOMAXPROCS(0) {
+		runtime.GOMAXPROCS(n)
+	}
+}
+
+// defaultProcs is the runtime's own GOMAXPROCS (CPUs, or the container's
+// CPU limit), read before reserveDriveProcs changes it.
+var defaultProcs = sync.OnceValue(func() int { return runtime.GOMAXPROCS(0) })
 
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level

@@ -3,6 +3,7 @@ package appliance
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,11 +51,20 @@ func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, e
 	// Small envelopes are read into memory (verified) and stored by up to
 	// bundleWorkers goroutines at once, so both cores work and group commit
 	// shares the drives' flushes; a large one is streamed in place.
+	//
+	// The walk moves on as soon as a large upload has read its envelope to
+	// the end, not when it is stored: the next envelope is opened (courier
+	// signature, transport key, a new user's escrow key made) while the
+	// previous one is still being committed (the drives' last writes and
+	// fdatasync, checkpoint, catalog, receipt). Each large upload still
+	// commits alone and in turn (commitBatch), so one bad upload cannot
+	// fail another; at most largeInFlight of them hold buffers at once.
 	var (
-		mu  sync.Mutex
-		out []Outcome
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, bundleWorkers())
+		mu    sync.Mutex
+		out   []Outcome
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, bundleWorkers())
+		large = make(chan struct{}, largeInFlight)
 	)
 	set := func(i int, o Outcome) { mu.Lock(); out[i] = o; mu.Unlock() }
 	err = b.Walk(func(e usb.Entry, r io.Reader) error {
@@ -64,8 +74,16 @@ func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, e
 		out = append(out, Outcome{Source: src})
 		mu.Unlock()
 		if e.Size > bundleBuffer {
-			res, err := a.Ingest(ctx, r)
-			set(i, outcome(src, res, err))
+			large <- struct{}{}
+			er := newEntryReader(r)
+			wg.Add(1)
+			go func() {
+				defer func() { <-large; wg.Done() }()
+				res, err := a.Ingest(ctx, er)
+				er.stop()
+				set(i, outcome(src, res, err))
+			}()
+			<-er.done
 			return nil
 		}
 		buf, err := io.ReadAll(r)
@@ -93,6 +111,56 @@ func (a *Appliance) IngestBundle(ctx context.Context, path string) ([]Outcome, e
 const bundleBuffer = 4 << 20
 
 func bundleWorkers() int { return 2 * runtime.NumCPU() }
+
+// largeInFlight bounds the large uploads of a bundle in flight: one being
+// committed while the next is opened and streamed.
+const largeInFlight = 2
+
+// entryReader lends a bundle entry's reader to an upload running on another
+// goroutine. done is closed once the upload no longer reads it: at the
+// entry's end (or first error), or when the upload returns. From then on
+// its Read does not touch the entry, so the walk may go on to the next one
+// (and drain what the upload left unread, checking it against the
+// manifest).
+type entryReader struct {
+	mu   sync.Mutex
+	r    io.Reader
+	err  error // sticky once set
+	once sync.Once
+	done chan struct{}
+}
+
+// errEntryReleased is what a straggling read gets after the upload
+// returned (it only happens on the upload's error paths).
+var errEntryReleased = errors.New("appliance: bundle entry read after its upload ended")
+
+func newEntryReader(r io.Reader) *entryReader {
+	return &entryReader{r: r, done: make(chan struct{})}
+}
+
+func (e *entryReader) Read(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.err = err
+		e.once.Do(func() { close(e.done) })
+	}
+	return n, err
+}
+
+// stop releases the entry: it waits for a read in progress to return.
+func (e *entryReader) stop() {
+	e.mu.Lock()
+	if e.err == nil {
+		e.err = errEntryReleased
+	}
+	e.mu.Unlock()
+	e.once.Do(func() { close(e.done) })
+}
 
 // IngestFile ingests one envelope file.
 func (a *Appliance) IngestFile(ctx context.Context, path string) (Outcome, error) {

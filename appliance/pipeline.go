@@ -93,9 +93,60 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 	}
 	// A first upload makes the user's escrow key; its record goes into the
 	// same batch as the item, so a failed upload leaves no trace at all.
-	esc, escRec, err := a.escrowFor(up.UserID)
-	if err != nil {
-		return nil, err
+	var (
+		esc    *bailiff.Escrow
+		escRec *pending
+		body   io.Reader
+	)
+	switch {
+	case m.Size <= bufferLimit:
+		if esc, escRec, err = a.escrowFor(up.UserID); err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		if _, err := bailiff.SealEscrowItem(&buf, esc, up.Content); err != nil {
+			return nil, fmt.Errorf("appliance: upload %s: %w", up.UploadID, err)
+		}
+		body = &buf
+	case a.firstP521Upload(up.UserID):
+		// A large first upload: the item is re-encrypted while the user's
+		// escrow key is made (some twenty P-521 operations), into the
+		// pipe's room; the key packet goes in front once the key exists.
+		sealer, err := bailiff.NewItemSealer()
+		if err != nil {
+			return nil, err
+		}
+		p := newAheadPipe()
+		sealed := make(chan struct{})
+		go func() {
+			defer close(sealed)
+			p.CloseWithError(sealer.Body(p, up.Content))
+		}()
+		defer func() {
+			up.Close() // a sealer still reading fails at its next read
+			p.Close()  // or at its next write
+			<-sealed
+			sealer.Wipe()
+		}()
+		if esc, escRec, err = a.escrowFor(up.UserID); err != nil {
+			return nil, err
+		}
+		head, _, err := sealer.KeyPacket(esc.PublicKey())
+		if err != nil {
+			return nil, fmt.Errorf("appliance: upload %s: %w", up.UploadID, err)
+		}
+		body = io.MultiReader(bytes.NewReader(head), p)
+	default:
+		if esc, escRec, err = a.escrowFor(up.UserID); err != nil {
+			return nil, err
+		}
+		p := newAheadPipe()
+		go func() {
+			_, err := bailiff.SealEscrowItem(p, esc, up.Content)
+			p.CloseWithError(err)
+		}()
+		defer p.Close()
+		body = p
 	}
 	meta := catalog.Meta{
 		Kind:        catalog.KindItem,
@@ -111,22 +162,6 @@ func (a *Appliance) Ingest(ctx context.Context, r io.Reader) (*IngestResult, err
 	}
 	if len(m.Beneficiaries) > 0 {
 		meta.Attrs = map[string]string{"beneficiaries": designationsAttr(m.Beneficiaries)}
-	}
-	var body io.Reader
-	if m.Size <= bufferLimit {
-		var buf bytes.Buffer
-		if _, err := bailiff.SealEscrowItem(&buf, esc, up.Content); err != nil {
-			return nil, fmt.Errorf("appliance: upload %s: %w", up.UploadID, err)
-		}
-		body = &buf
-	} else {
-		pr, pw := io.Pipe()
-		go func() {
-			_, err := bailiff.SealEscrowItem(pw, esc, up.Content)
-			pw.CloseWithError(err)
-		}()
-		defer pr.Close()
-		body = pr
 	}
 	batch := []pending{{storage.TypeItem, meta, body}}
 	if escRec != nil {
@@ -159,6 +194,23 @@ func designationsAttr(ds []envelope.Designation) string {
 		fmt.Fprintf(&b, "%s|%s|%s", d.Name, d.Email, d.Fingerprint)
 	}
 	return b.String()
+}
+
+// firstP521Upload reports whether an upload of user will make the user's
+// escrow, and a P-521 one (the kind ItemSealer seals to). The caller holds
+// the user's lock.
+func (a *Appliance) firstP521Upload(user string) bool {
+	a.mu.Lock()
+	e := a.escrows[user]
+	a.mu.Unlock()
+	if e != nil {
+		return false
+	}
+	if _, ok, err := a.escrowRecord(user); err != nil || ok {
+		return false
+	}
+	pq, err := a.checkEscrowPQ()
+	return err == nil && !pq
 }
 
 // seen backs the envelope's replay check with the catalog.

@@ -875,12 +875,48 @@ func (a *Appliance) countUpgradeItems(users []string) (int, error) {
 // it runs on — new users get a post-quantum escrow too, so nothing new is
 // made that the next plan would list for kind 4.
 func (a *Appliance) newUserEscrow(user string, r *bailiff.Roster) (*bailiff.Escrow, error) {
-	check, err := a.loadEscrow(checkUser)
+	pq, err := a.checkEscrowPQ()
 	if err != nil {
 		return nil, err
 	}
-	if check != nil && check.PQ() {
+	if pq {
 		return bailiff.NewEscrowPQ(user, r)
 	}
 	return bailiff.NewEscrow(user, r)
+}
+
+// checkEscrowPQ reports whether the vault's verify-shares escrow is
+// post-quantum. The answer is remembered with the record it was read from:
+// a new check escrow (roster change, algorithm upgrade) is a new record,
+// read again. So a new user's first upload does not read the drives, which
+// would wait for an append in progress (another upload's commit).
+func (a *Appliance) checkEscrowPQ() (bool, error) {
+	idx, ok, err := a.escrowRecord(checkUser)
+	if err != nil || !ok {
+		return false, err
+	}
+	a.mu.Lock()
+	c := a.checkPQ
+	a.mu.Unlock()
+	if c.known && c.record == idx {
+		return c.pq, nil
+	}
+	check, err := a.loadEscrow(checkUser)
+	if err != nil || check == nil {
+		return false, err
+	}
+	a.mu.Lock()
+	// Remember it only if the record read is still the live one.
+	if cur, ok := a.escrowIdx[checkUser]; ok && cur == idx {
+		a.checkPQ = checkPQ{known: true, record: idx, pq: check.PQ()}
+	}
+	a.mu.Unlock()
+	return check.PQ(), nil
+}
+
+// checkPQ caches checkEscrowPQ's answer for one record (guarded by mu).
+type checkPQ struct {
+	known  bool
+	record uint64
+	pq     bool
 }

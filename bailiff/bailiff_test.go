@@ -2,6 +2,7 @@ package bailiff
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -462,5 +463,65 @@ func TestUnlockTwoUses(t *testing.T) {
 	}
 	if _, err := Restitute(u, []ItemSource{item}, nil, filepath.Join(t.TempDir(), "p"), signer); !errors.Is(err, ErrUnlockExpired) {
 		t.Fatalf("third use: err = %v", err)
+	}
+}
+
+// TestItemSealerHalves: the key packet made after the body, put in front
+// of it, is the same message as SealItem's (PKESK v3 hidden, SEIPD v1) and
+// opens with the escrow key, for an item of one chunk and of several; a
+// post-quantum or missing key is refused.
+func TestItemSealerHalves(t *testing.T) {
+	v := getVault(t)
+	esc, err := NewEscrow("user-halves", v.roster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := esc.openKey(quorumShares(t, v, esc, 0, 2), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer WipeKey(key)
+	for _, n := range []int{0, 11, 3*litChunk + 5} {
+		pt := make([]byte, n)
+		rand.Read(pt)
+		s, err := NewItemSealer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		if err := s.Body(&body, bytes.NewReader(pt)); err != nil {
+			t.Fatal(err)
+		}
+		head, algs, err := s.KeyPacket(esc.PublicKey())
+		s.Wipe()
+		if err != nil || algs != ItemAlgorithms {
+			t.Fatalf("key packet: algs %v err %v", algs, err)
+		}
+		ct := append(head, body.Bytes()...)
+		pr := packet.NewReader(bytes.NewReader(ct))
+		p, err := pr.Next()
+		if ek, ok := p.(*packet.EncryptedKey); err != nil || !ok || ek.Version != 3 || ek.KeyId != 0 {
+			t.Fatalf("%d bytes: first packet %T %v, want PKESK v3 with key id 0", n, p, err)
+		}
+		p, err = pr.Next()
+		if se, ok := p.(*packet.SymmetricallyEncrypted); err != nil || !ok || se.Version != 1 || !se.IntegrityProtected {
+			t.Fatalf("%d bytes: second packet %T %v, want SEIPD v1 with MDC", n, p, err)
+		}
+		got, err := decryptBytes(bytes.NewReader(ct), openpgp.EntityList{key}, int64(n+100))
+		if err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("%d bytes: decrypt: %v", n, err)
+		}
+	}
+	s, _ := NewItemSealer()
+	defer s.Wipe()
+	if _, _, err := s.KeyPacket(nil); err == nil {
+		t.Fatal("no key accepted")
+	}
+	pq, err := NewEscrowPQ("user-halves-pq", v.roster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.KeyPacket(pq.PublicKey()); err == nil {
+		t.Fatal("post-quantum escrow key accepted for a GnuPG 2.2 profile item")
 	}
 }

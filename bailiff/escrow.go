@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -93,11 +94,50 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	if err := r.Verify(); err != nil {
 		return nil, fmt.Errorf("bailiff: escrow for %s: %w", userID, err)
 	}
+	// K and its shares do not depend on the escrow key: the shares are
+	// encrypted to the bailiffs (one ECDH each) on other goroutines while
+	// this one generates the key and runs its checks, so a new user's
+	// first upload waits for about half the work on a two-core appliance.
+	k := make([]byte, chacha20poly1305.KeySize)
+	defer clear(k)
+	if _, err := io.ReadFull(rand.Reader, k); err != nil {
+		return nil, err
+	}
+	shares, err := shamir.Split(k, r.Threshold, len(r.Bailiffs), nil)
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: splitting the escrow key: %w", err)
+	}
+	defer func() {
+		for i := range shares {
+			shares[i].Wipe()
+		}
+	}()
+	msgs := make([][]byte, len(r.Bailiffs))
+	errs := make([]error, len(r.Bailiffs))
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the shares are wiped, on every path
+	for i, b := range r.Bailiffs {
+		wg.Go(func() {
+			card, err := shares[i].CardText()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			var msg bytes.Buffer
+			err = encryptShare(&msg, b, []byte(card), now)
+			clearString(&card)
+			if err != nil {
+				errs[i] = fmt.Errorf("bailiff: encrypting share %d to %s: %w", i+1, b.Name, err)
+				return
+			}
+			msgs[i] = msg.Bytes()
+		})
+	}
+
 	var key *openpgp.Entity
-	var err error
 	switch version {
 	case 1:
-		key, err = newP521Entity("Coffre escrow key", "", now)
+		key, err = generateP521Entity("Coffre escrow key", "", now) // checked below
 	case 2:
 		key, err = newPQEntity(now)
 	default:
@@ -111,7 +151,20 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	if e.Public, err = publicBytes(key); err != nil {
 		return nil, err
 	}
-	if e.pub, err = parseEscrowPublic(version, e.Public, now); err != nil {
+	// The P-521 key's pair-wise check and the re-read of its public key
+	// (which parses a copy, sharing nothing with key) run side by side;
+	// nothing is used before both passed.
+	var pairErr error
+	var pair sync.WaitGroup
+	if version == 1 {
+		pair.Go(func() { pairErr = pairwiseCheck(key, now) })
+	}
+	e.pub, err = parseEscrowPublic(version, e.Public, now)
+	pair.Wait()
+	if pairErr != nil {
+		return nil, pairErr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("bailiff: escrow key does not re-read: %w", err)
 	}
 	var secret bytes.Buffer
@@ -120,11 +173,6 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	}
 	defer clear(secret.Bytes())
 
-	k := make([]byte, chacha20poly1305.KeySize)
-	defer clear(k)
-	if _, err := io.ReadFull(rand.Reader, k); err != nil {
-		return nil, err
-	}
 	if _, err := io.ReadFull(rand.Reader, e.Nonce[:]); err != nil {
 		return nil, err
 	}
@@ -134,28 +182,13 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	}
 	e.Sealed = aead.Seal(nil, e.Nonce[:], secret.Bytes(), escrowAD(version, userID, e.Fingerprint))
 
-	shares, err := shamir.Split(k, r.Threshold, len(r.Bailiffs), nil)
-	if err != nil {
-		return nil, fmt.Errorf("bailiff: splitting the escrow key: %w", err)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
-	defer func() {
-		for i := range shares {
-			shares[i].Wipe()
-		}
-	}()
 	e.SplitID = shares[0].SplitID
 	for i, b := range r.Bailiffs {
-		card, err := shares[i].CardText()
-		if err != nil {
-			return nil, err
-		}
-		var msg bytes.Buffer
-		err = encryptShare(&msg, b, []byte(card), now)
-		clearString(&card)
-		if err != nil {
-			return nil, fmt.Errorf("bailiff: encrypting share %d to %s: %w", i+1, b.Name, err)
-		}
-		e.Shares = append(e.Shares, EscrowShare{Index: i + 1, Bailiff: b.Fingerprint, Commitment: shares[i].Commitment(), Message: msg.Bytes()})
+		e.Shares = append(e.Shares, EscrowShare{Index: i + 1, Bailiff: b.Fingerprint, Commitment: shares[i].Commitment(), Message: msgs[i]})
 	}
 	return e, nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -87,10 +88,9 @@ func Fingerprint(e *openpgp.Entity) string {
 // (certify+sign), ECDH P-521 subkey (encrypt), with a pair-wise consistency
 // check (sign/verify and encrypt/decrypt) before it is returned.
 func newP521Entity(name, email string, now time.Time) (*openpgp.Entity, error) {
-	cfg := config(now)
-	e, err := openpgp.NewEntity(name, "", email, cfg)
+	e, err := generateP521Entity(name, email, now)
 	if err != nil {
-		return nil, fmt.Errorf("bailiff: generating a P-521 key: %w", err)
+		return nil, err
 	}
 	if err := pairwiseCheck(e, now); err != nil {
 		wipeEntity(e)
@@ -99,25 +99,46 @@ func newP521Entity(name, email string, now time.Time) (*openpgp.Entity, error) {
 	return e, nil
 }
 
+// generateP521Entity is newP521Entity without the pair-wise check, for a
+// caller that runs it beside other work and uses nothing before it passed.
+func generateP521Entity(name, email string, now time.Time) (*openpgp.Entity, error) {
+	e, err := openpgp.NewEntity(name, "", email, config(now))
+	if err != nil {
+		return nil, fmt.Errorf("bailiff: generating a P-521 key: %w", err)
+	}
+	return e, nil
+}
+
 // pairwiseCheck signs and verifies, encrypts and decrypts with a fresh key.
+// The two halves are independent and run side by side (each is a few P-521
+// scalar multiplications).
 func pairwiseCheck(e *openpgp.Entity, now time.Time) error {
 	msg := []byte("coffre pairwise check")
-	var sig bytes.Buffer
-	if err := openpgp.DetachSign(&sig, e, bytes.NewReader(msg), config(now)); err != nil {
-		return fmt.Errorf("bailiff: pairwise check: sign: %w", err)
-	}
-	if _, err := openpgp.CheckDetachedSignature(openpgp.EntityList{e}, bytes.NewReader(msg), &sig, nil); err != nil {
-		return fmt.Errorf("bailiff: pairwise check: verify: %w", err)
-	}
-	var ct bytes.Buffer
-	if err := encryptBytes(&ct, e, msg, false, now); err != nil {
-		return fmt.Errorf("bailiff: pairwise check: encrypt: %w", err)
-	}
-	pt, err := decryptBytes(&ct, openpgp.EntityList{e}, 1<<10)
-	if err != nil || !bytes.Equal(pt, msg) {
-		return fmt.Errorf("bailiff: pairwise check: decrypt failed: %v", err)
-	}
-	return nil
+	var signErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var sig bytes.Buffer
+		if err := openpgp.DetachSign(&sig, e, bytes.NewReader(msg), config(now)); err != nil {
+			signErr = fmt.Errorf("bailiff: pairwise check: sign: %w", err)
+			return
+		}
+		if _, err := openpgp.CheckDetachedSignature(openpgp.EntityList{e}, bytes.NewReader(msg), &sig, nil); err != nil {
+			signErr = fmt.Errorf("bailiff: pairwise check: verify: %w", err)
+		}
+	})
+	encErr := func() error {
+		var ct bytes.Buffer
+		if err := encryptBytes(&ct, e, msg, false, now); err != nil {
+			return fmt.Errorf("bailiff: pairwise check: encrypt: %w", err)
+		}
+		pt, err := decryptBytes(&ct, openpgp.EntityList{e}, 1<<10)
+		if err != nil || !bytes.Equal(pt, msg) {
+			return fmt.Errorf("bailiff: pairwise check: decrypt failed: %v", err)
+		}
+		return nil
+	}()
+	wg.Wait()
+	return errors.Join(signErr, encErr)
 }
 
 // checkP521Public checks an entity is a v4 key with an ECDSA P-521 primary
@@ -228,20 +249,24 @@ func sessionKeyPacket(pub *packet.PublicKey, hidden bool, now time.Time) (key, h
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		return nil, nil, err
 	}
-	head, err = ecdhP521KeyPacket(pub, key, hidden)
-	if err == nil {
-		return key, head, nil
-	}
-	if err != errNotP521 {
+	if head, err = keyPacket(pub, key, hidden, now); err != nil {
 		clear(key)
 		return nil, nil, err
+	}
+	return key, head, nil
+}
+
+// keyPacket encrypts an AES-256 session key to pub in a PKESK v3.
+func keyPacket(pub *packet.PublicKey, key []byte, hidden bool, now time.Time) ([]byte, error) {
+	head, err := ecdhP521KeyPacket(pub, key, hidden)
+	if err == nil || err != errNotP521 {
+		return head, err
 	}
 	b := bytes.NewBuffer(make([]byte, 0, 512))
 	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(b, pub, packet.CipherAES256, false, key, hidden, config(now)); err != nil {
-		clear(key)
-		return nil, nil, err
+		return nil, err
 	}
-	return key, b.Bytes(), nil
+	return b.Bytes(), nil
 }
 
 func encryptBytes(w io.Writer, e *openpgp.Entity, msg []byte, hidden bool, now time.Time) error {

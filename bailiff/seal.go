@@ -1,6 +1,7 @@
 package bailiff
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,60 @@ func sealTo(w io.Writer, to *openpgp.Entity, plaintext io.Reader, hidden bool) e
 	defer clear(key)
 	return sealStream(w, head, key, plaintext)
 }
+
+// An ItemSealer is SealItem in two halves, for an item whose escrow key is
+// not made yet (a user's first upload): the session key is drawn first and
+// the encrypted data packet streamed with it (Body), while the key is made;
+// the key packet to it, which goes in front, is made afterwards
+// (KeyPacket). KeyPacket's output followed by Body's is byte for byte the
+// message SealItem writes: one PKESK v3 (recipient hidden), then SEIPD v1
+// with MDC, AES-256, a binary literal packet with no name and time 0.
+type ItemSealer struct {
+	key []byte
+}
+
+// NewItemSealer draws the session key. Call Wipe when done.
+func NewItemSealer() (*ItemSealer, error) {
+	key := make([]byte, packet.CipherAES256.KeySize())
+	if _, err := io.ReadFull(rand.Reader, key); err != nil {
+		return nil, err
+	}
+	return &ItemSealer{key: key}, nil
+}
+
+// Body writes the encrypted data packet of plaintext to w, streaming in
+// bounded memory like SealItem. It may run beside KeyPacket.
+func (s *ItemSealer) Body(w io.Writer, plaintext io.Reader) error {
+	if err := sealStream(w, nil, s.key, plaintext); err != nil {
+		return fmt.Errorf("bailiff: seal: %w", err)
+	}
+	return nil
+}
+
+// KeyPacket returns the key packet that goes in front of Body's output,
+// encrypting the session key to the escrow public key (checked as SealItem
+// checks it), and the algorithms the item uses.
+func (s *ItemSealer) KeyPacket(escrowPub *openpgp.Entity) ([]byte, Algorithms, error) {
+	if escrowPub == nil {
+		return nil, Algorithms{}, errors.New("bailiff: seal: no escrow key")
+	}
+	now := time.Now()
+	if err := checkP521Public(escrowPub, now); err != nil {
+		return nil, Algorithms{}, fmt.Errorf("bailiff: seal: escrow key: %v", err)
+	}
+	enc, ok := escrowPub.EncryptionKey(now)
+	if !ok {
+		return nil, Algorithms{}, errors.New("bailiff: seal: recipient has no valid encryption key")
+	}
+	head, err := keyPacket(enc.PublicKey, s.key, true, now)
+	if err != nil {
+		return nil, Algorithms{}, fmt.Errorf("bailiff: seal: %w", err)
+	}
+	return head, ItemAlgorithms, nil
+}
+
+// Wipe clears the session key, once Body and KeyPacket have returned.
+func (s *ItemSealer) Wipe() { clear(s.key) }
 
 // Rewrap replaces the key packet of a sealed item: it decrypts the session
 // key with oldKey (an opened escrow private key) and writes a new PKESK v3

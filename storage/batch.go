@@ -89,13 +89,32 @@ func newBatchWriter(ds []*drive, start int64, quorum int) *batchWriter {
 	for _, d := range ds {
 		w.ts = append(w.ts, &target{d: d})
 	}
-	for i := range w.bufs {
-		w.bufs[i] = bufPool.Get().([]byte)
-	}
+	// The other buffers of the ring are taken when the first fills: most
+	// batches (small records, group commits) never need them.
+	w.bufs[0] = getBuf()
 	return w
 }
 
-var bufPool = sync.Pool{New: func() any { return alignedBuf(batchBufSize) }}
+// freeBufs keeps ring buffers from one batch to the next. Appends hold the
+// vault's lock, so one ring's worth is all that is ever reused; a
+// sync.Pool would keep buffers per P (4 MiB each, per scheduler P).
+var freeBufs = make(chan []byte, ringSize)
+
+func getBuf() []byte {
+	select {
+	case b := <-freeBufs:
+		return b
+	default:
+		return alignedBuf(batchBufSize)
+	}
+}
+
+func putBuf(b []byte) {
+	select {
+	case freeBufs <- b:
+	default:
+	}
+}
 
 // release returns the buffers and stops the hasher; the writer must not be
 // used afterwards.
@@ -107,8 +126,10 @@ func (w *batchWriter) release() {
 		w.hq = nil
 	}
 	for i := range w.bufs {
-		bufPool.Put(w.bufs[i])
-		w.bufs[i] = nil
+		if w.bufs[i] != nil {
+			putBuf(w.bufs[i])
+			w.bufs[i] = nil
+		}
 	}
 }
 
@@ -322,6 +343,9 @@ func (w *batchWriter) flush() error {
 	w.n = 0
 	w.cur = (w.cur + 1) % ringSize
 	w.wgs[w.cur].Wait() // the next buffer must be written out (and hashed) before reuse
+	if w.bufs[w.cur] == nil {
+		w.bufs[w.cur] = getBuf()
+	}
 	return nil
 }
 
