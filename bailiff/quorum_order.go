@@ -221,20 +221,10 @@ func ParseQuorumOrder(b []byte) (*QuorumOrder, error) {
 	}
 	wrap := func(field string, err error) error { return fmt.Errorf("bailiff: quorum order: %s: %w", field, err) }
 	o := &QuorumOrder{Signatures: map[string][]byte{}}
-	v, err := rd.Field("coffre-quorum-order")
-	if err != nil {
+	if err := readOrderHead(rd, "quorum order", "coffre-quorum-order", &o.VaultID, &o.RosterDigest); err != nil {
 		return nil, err
 	}
-	if v != "v1" {
-		return nil, fmt.Errorf("bailiff: quorum order version %q is not supported (want v1)", v)
-	}
-	hexField := func(name string, dst []byte) error { return readHex(rd, "quorum order", name, dst) }
-	if err := hexField("vault", o.VaultID[:]); err != nil {
-		return nil, err
-	}
-	if err := hexField("roster", o.RosterDigest[:]); err != nil {
-		return nil, err
-	}
+	var v string
 	if o.Kind, err = rd.Field("kind"); err != nil {
 		return nil, err
 	}

@@ -206,20 +206,10 @@ func ParseReencapOrder(b []byte) (*ReencapOrder, error) {
 	}
 	wrap := func(field string, err error) error { return fmt.Errorf("bailiff: reencap order: %s: %w", field, err) }
 	o := &ReencapOrder{Signatures: map[string][]byte{}}
-	v, err := rd.Field("coffre-reencap-order")
-	if err != nil {
+	if err := readOrderHead(rd, "reencap order", "coffre-reencap-order", &o.VaultID, &o.RosterDigest); err != nil {
 		return nil, err
 	}
-	if v != "v1" {
-		return nil, fmt.Errorf("bailiff: reencap order version %q is not supported (want v1)", v)
-	}
-	hexField := func(name string, dst []byte) error { return readHex(rd, "reencap order", name, dst) }
-	if err := hexField("vault", o.VaultID[:]); err != nil {
-		return nil, err
-	}
-	if err := hexField("roster", o.RosterDigest[:]); err != nil {
-		return nil, err
-	}
+	var v string
 	if o.Action, err = rd.Field("action"); err != nil {
 		return nil, err
 	}

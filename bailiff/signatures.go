@@ -109,3 +109,20 @@ func readHex(rd *canon.Reader, what, name string, dst []byte) error {
 	copy(dst, h)
 	return nil
 }
+
+// readOrderHead reads the lines every signed order starts with
+// (docs/formats/quorum-order.md): the magic with version v1, the vault and
+// the roster in force.
+func readOrderHead(rd *canon.Reader, what, magic string, vault, roster *[32]byte) error {
+	v, err := rd.Field(magic)
+	if err != nil {
+		return err
+	}
+	if v != "v1" {
+		return fmt.Errorf("bailiff: %s version %q is not supported (want v1)", what, v)
+	}
+	if err := readHex(rd, what, "vault", vault[:]); err != nil {
+		return err
+	}
+	return readHex(rd, what, "roster", roster[:])
+}
