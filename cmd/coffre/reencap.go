@@ -70,29 +70,21 @@ func reencapRun(args []string) int {
 	if *kind != "record" {
 		return fail(usagef("--kind %q: want record (record-layer rekey, no quorum), roster (roster change, quorum), escrow (escrow key rotation, quorum) or upgrade (algorithm upgrade to post-quantum, quorum)", *kind))
 	}
-	a, err := k.open()
-	if err != nil {
-		return fail(err)
-	}
-	defer a.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	bar := progressBar("re-encrypting records")
-	job, err := a.Rekey(ctx, appliance.RekeyOptions{NewEpoch: *newEpoch, Max: *limit, Batch: *batch, Progress: func(done, total int) {
-		bar(uint64(done), uint64(total))
-	}})
-	if err != nil {
-		if job != nil {
-			fmt.Fprintf(os.Stderr, "stopped after %d of %d records; run the same command again to resume\n", job.Done, job.Total)
+	return withJob(k, "re-encrypting records", func(ctx context.Context, a *appliance.Appliance, progress func(done, total int)) int {
+		job, err := a.Rekey(ctx, appliance.RekeyOptions{NewEpoch: *newEpoch, Max: *limit, Batch: *batch, Progress: progress})
+		if err != nil {
+			if job != nil {
+				fmt.Fprintf(os.Stderr, "stopped after %d of %d records; run the same command again to resume\n", job.Done, job.Total)
+			}
+			return fail(err)
 		}
-		return fail(err)
-	}
-	if job.Status != "done" {
-		fmt.Printf("record-layer rekey to epoch %d: %d of %d records done; run again to continue\n", job.Epoch, job.Done, job.Total)
+		if job.Status != "done" {
+			fmt.Printf("record-layer rekey to epoch %d: %d of %d records done; run again to continue\n", job.Epoch, job.Done, job.Total)
+			return exitOK
+		}
+		fmt.Printf("record-layer rekey to epoch %d done: %d records re-encrypted and superseded (the old ones stay until a quorum retires them)\n", job.Epoch, job.Done)
 		return exitOK
-	}
-	fmt.Printf("record-layer rekey to epoch %d done: %d records re-encrypted and superseded (the old ones stay until a quorum retires them)\n", job.Epoch, job.Done)
-	return exitOK
+	})
 }
 
 func reencapStatus(args []string) int {
@@ -190,4 +182,19 @@ func reencapPlan(args []string) int {
 		fmt.Printf("nothing falls below the policy on %s\n", when.Format("2006-01-02"))
 	}
 	return exitOK
+}
+
+// withJob opens the appliance for a long job that SIGINT and SIGTERM stop
+// cleanly (the job saves its place; the same command resumes it) and runs
+// it with a progress bar labelled what.
+func withJob(k keystoreFlags, what string, run func(ctx context.Context, a *appliance.Appliance, progress func(done, total int)) int) int {
+	a, err := k.open()
+	if err != nil {
+		return fail(err)
+	}
+	defer a.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	bar := progressBar(what)
+	return run(ctx, a, func(done, total int) { bar(uint64(done), uint64(total)) })
 }

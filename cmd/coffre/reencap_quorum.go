@@ -5,11 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"coffre/appliance"
@@ -166,18 +164,12 @@ func reencapRunRoster(args []string) int {
 	if o.Unlock, err = qf.unlock(); err != nil {
 		return fail(err)
 	}
-	a, err := k.open()
-	if err != nil {
-		return fail(err)
-	}
-	defer a.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	bar := progressBar("re-splitting escrows")
-	o.Progress = func(done, total int) { bar(uint64(done), uint64(total)) }
-	fmt.Println("roster change:")
-	job, err := a.RosterChange(ctx, o)
-	return jobEnd(job, err, "escrows")
+	return withJob(k, "re-splitting escrows", func(ctx context.Context, a *appliance.Appliance, progress func(done, total int)) int {
+		o.Progress = progress
+		fmt.Println("roster change:")
+		job, err := a.RosterChange(ctx, o)
+		return jobEnd(job, err, "escrows")
+	})
 }
 
 func reencapRunEscrow(args []string) int {
@@ -197,18 +189,12 @@ func reencapRunEscrow(args []string) int {
 	if o.Unlock, err = qf.unlock(); err != nil {
 		return fail(err)
 	}
-	a, err := k.open()
-	if err != nil {
-		return fail(err)
-	}
-	defer a.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	bar := progressBar("re-wrapping items")
-	o.Progress = func(done, total int) { bar(uint64(done), uint64(total)) }
-	fmt.Println("escrow rotation:")
-	job, err := a.RotateEscrows(ctx, o)
-	return jobEnd(job, err, "items")
+	return withJob(k, "re-wrapping items", func(ctx context.Context, a *appliance.Appliance, progress func(done, total int)) int {
+		o.Progress = progress
+		fmt.Println("escrow rotation:")
+		job, err := a.RotateEscrows(ctx, o)
+		return jobEnd(job, err, "items")
+	})
 }
 
 // writeDraft writes a document to sign: FILE (the document with no

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"coffre/appliance"
@@ -54,33 +52,27 @@ func reencapUpgrade(args []string) int {
 	if o.Bailiffs, err = bailiffSecrets(bs); err != nil {
 		return fail(err)
 	}
-	a, err := k.open()
-	if err != nil {
-		return fail(err)
-	}
-	defer a.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	bar := progressBar("upgrading items")
-	o.Progress = func(done, total int) { bar(uint64(done), uint64(total)) }
-	job, err := a.Upgrade(ctx, o)
-	if err != nil {
-		if job != nil {
-			fmt.Fprintf(os.Stderr, "\nstopped after %d of %d items (%d of %d users); run the same command again to resume\n", job.Done, job.Total, job.UsersDone, job.Users)
+	return withJob(k, "upgrading items", func(ctx context.Context, a *appliance.Appliance, progress func(done, total int)) int {
+		o.Progress = progress
+		job, err := a.Upgrade(ctx, o)
+		if err != nil {
+			if job != nil {
+				fmt.Fprintf(os.Stderr, "\nstopped after %d of %d items (%d of %d users); run the same command again to resume\n", job.Done, job.Total, job.UsersDone, job.Users)
+			}
+			return fail(err)
 		}
-		return fail(err)
-	}
-	if job.Users == 0 {
-		fmt.Printf("nothing to upgrade on %s under this policy\n", job.At[:10])
+		if job.Users == 0 {
+			fmt.Printf("nothing to upgrade on %s under this policy\n", job.At[:10])
+			return exitOK
+		}
+		if job.Status != "done" {
+			fmt.Printf("algorithm upgrade: %d of %d users, %d of %d items done; run again to continue\n", job.UsersDone, job.Users, job.Done, job.Total)
+			return exitOK
+		}
+		fmt.Printf("algorithm upgrade done: %d users on post-quantum escrow keys (%s), %d items re-encrypted and superseded (the old records stay until `coffre reencap retire`)\n",
+			job.Users, job.Target, job.Done)
 		return exitOK
-	}
-	if job.Status != "done" {
-		fmt.Printf("algorithm upgrade: %d of %d users, %d of %d items done; run again to continue\n", job.UsersDone, job.Users, job.Done, job.Total)
-		return exitOK
-	}
-	fmt.Printf("algorithm upgrade done: %d users on post-quantum escrow keys (%s), %d items re-encrypted and superseded (the old records stay until `coffre reencap retire`)\n",
-		job.Users, job.Target, job.Done)
-	return exitOK
+	})
 }
 
 // reencapRetire is `coffre reencap retire`: a quorum retires the
