@@ -86,11 +86,25 @@ func (e *env) path(p ...string) string { return filepath.Join(append([]string{e.
 // 3) and a pinned courier.
 func newVault(t *testing.T) *env { return newVaultSize(t, 64<<20) }
 
-func newVaultSize(t *testing.T, driveSize int64) *env {
+func newVaultSize(t *testing.T, driveSize int64) *env { return newVaultImages(t, driveSize, false) }
+
+// newVaultImages makes the vault's four drive images of driveSize bytes;
+// written says whether to write them whole (with zeros) first, as a
+// benchmark wants: a real drive has no unwritten extents to convert on
+// first write, and the peer a bench compares with may write where we
+// already did.
+func newVaultImages(t *testing.T, driveSize int64, written bool) *env {
 	e := &env{t: t, dir: t.TempDir()}
 	e.state = e.path("state")
 	e.coffre("init", "--state", e.state, "--fast-kdf")
 	for i := 1; i <= 4; i++ {
+		if written {
+			img := e.path(fmt.Sprintf("drive%d.img", i))
+			if out, err := exec.Command("dd", "if=/dev/zero", "of="+img, "bs=1M", fmt.Sprintf("count=%d", driveSize>>20),
+				"conv=fdatasync", "status=none").CombinedOutput(); err != nil {
+				t.Fatalf("dd: %v %s", err, out)
+			}
+		}
 		e.coffre("drive", "format", "--state", e.state, "--slot", fmt.Sprint(i), "--size", fmt.Sprint(driveSize), e.path(fmt.Sprintf("drive%d.img", i)))
 	}
 	var gens []string

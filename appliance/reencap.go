@@ -43,7 +43,7 @@ func (a *Appliance) ReencapPlan(signed []byte, at time.Time) (*policy.PlanResult
 // escrows and the roster.
 func (a *Appliance) reencapObjects() ([]policy.Object, error) {
 	var objs []policy.Object
-	err := a.vault.Scan(0, func(h storage.Header, _ []byte) error {
+	err := a.vault.Records(0, func(h storage.RecordInfo) error {
 		if h.Type == storage.TypeCheckpoint {
 			return nil
 		}
@@ -54,7 +54,7 @@ func (a *Appliance) reencapObjects() ([]policy.Object, error) {
 		if !e.Live() || e.Meta.Kind == catalog.KindGenesis {
 			return nil
 		}
-		objs = append(objs, policy.Object{Record: h.Index, Kind: policy.KindRecord, Size: h.RecordLen(),
+		objs = append(objs, policy.Object{Record: h.Index, Kind: policy.KindRecord, Size: h.Len,
 			Algorithms: []string{policy.AlgRecordAEAD, policy.KeyEpoch(uint64(h.KeyEpoch))}})
 		o := policy.Object{Record: h.Index, UserID: e.Meta.UserID, Size: e.Meta.Size, Algorithms: e.Meta.Algorithms}
 		switch e.Meta.Kind {
@@ -62,10 +62,10 @@ func (a *Appliance) reencapObjects() ([]policy.Object, error) {
 			o.Kind = policy.KindItem
 		case catalog.KindEscrow:
 			o.Kind = policy.KindEscrow
-			o.Size = h.RecordLen()
+			o.Size = h.Len
 		case catalog.KindRoster:
 			o.Kind = policy.KindRoster
-			o.Size = h.RecordLen()
+			o.Size = h.Len
 		default:
 			return nil
 		}

@@ -86,7 +86,7 @@ func (a *Appliance) RetireCandidates() (ok []uint64, refused []string, err error
 		return nil, nil, err
 	}
 	var superseded []catalog.Entry
-	err = a.vault.Scan(0, func(h storage.Header, _ []byte) error {
+	err = a.vault.Records(0, func(h storage.RecordInfo) error {
 		if h.Type == storage.TypeCheckpoint {
 			return nil
 		}

@@ -63,7 +63,7 @@ func (a *Appliance) currentEpoch() uint32 {
 // RecordEpochs counts the live records under each record key epoch.
 func (a *Appliance) RecordEpochs() (map[uint32]int, error) {
 	out := map[uint32]int{}
-	err := a.vault.Scan(0, func(h storage.Header, _ []byte) error {
+	err := a.vault.Records(0, func(h storage.RecordInfo) error {
 		if h.Type == storage.TypeCheckpoint {
 			return nil
 		}
@@ -108,7 +108,7 @@ func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error
 	// What remains: live records under an older epoch.
 	var todo []uint64
 	var bytes int64
-	err := a.vault.Scan(0, func(h storage.Header, _ []byte) error {
+	err := a.vault.Records(0, func(h storage.RecordInfo) error {
 		if h.Type == storage.TypeCheckpoint || h.KeyEpoch >= epoch {
 			return nil
 		}
@@ -121,7 +121,7 @@ func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error
 		}
 		if e.Live() {
 			todo = append(todo, h.Index)
-			bytes += h.RecordLen()
+			bytes += h.Len
 		}
 		return nil
 	})
@@ -219,56 +219,136 @@ func (a *Appliance) readRekeyBatches(ctx context.Context, todo []uint64, perBatc
 			return false
 		}
 	}
+	fctx, cancel := context.WithCancel(ctx)
+	futs := a.fetchAhead(fctx, todo)
+	defer func() {
+		cancel()
+		for f := range futs { // let the fetcher stop; drop what it read
+			if r := <-f; r.body != nil {
+				r.body.Close()
+			}
+		}
+	}()
+	// The first batches are small, so that writing starts early; they
+	// double up to rekeyBatchBytes.
 	var cur rekeyBatch
-	for _, idx := range todo {
-		h, mb, body, err := a.vault.Get(idx)
-		if err != nil {
-			send(rekeyBatch{err: fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)})
+	limit := int64(rekeyBatchBytes / 8)
+	for f := range futs {
+		r := <-f
+		if r.err != nil {
+			cur.close()
+			send(rekeyBatch{err: r.err})
 			return
 		}
-		m, err := catalog.ParseMeta(mb)
-		if err != nil {
-			body.Close()
-			send(rekeyBatch{err: fmt.Errorf("appliance: rekey: record %d meta: %w", idx, err)})
-			return
-		}
-		m.Supersedes = idx
-		if h.BodyLen > rekeyInline {
+		if r.body != nil { // large: streamed alone
 			if len(cur.ps) > 0 && !send(cur) {
-				body.Close()
+				r.body.Close()
 				return
 			}
 			cur = rekeyBatch{}
-			if !send(rekeyBatch{ps: []pending{{h.Type, m, body}}, bytes: int64(h.BodyLen), closer: body}) {
+			if !send(rekeyBatch{ps: []pending{{r.h.Type, r.m, r.body}}, bytes: int64(r.h.BodyLen), closer: r.body}) {
 				return
 			}
 			continue
 		}
-		buf := make([]byte, h.BodyLen)
-		_, err = io.ReadFull(body, buf)
-		if err == nil {
-			// The body must end where its header says.
-			if n, _ := body.Read(make([]byte, 1)); n != 0 {
-				err = errors.New("body longer than its header says")
-			}
-		}
-		body.Close()
-		if err != nil {
-			send(rekeyBatch{err: fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)})
-			return
-		}
-		cur.ps = append(cur.ps, pending{h.Type, m, bytes.NewReader(buf)})
-		cur.bytes += int64(len(buf))
-		if cur.bytes >= rekeyBatchBytes || len(cur.ps) >= perBatch {
+		cur.ps = append(cur.ps, pending{r.h.Type, r.m, bytes.NewReader(r.buf)})
+		cur.bytes += int64(len(r.buf))
+		if cur.bytes >= limit || len(cur.ps) >= perBatch {
 			if !send(cur) {
 				return
 			}
 			cur = rekeyBatch{}
+			limit = min(2*limit, rekeyBatchBytes)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return
 	}
 	if len(cur.ps) > 0 {
 		send(cur)
 	}
+}
+
+// Reading ahead: rekeyReaders records are read at once (one waits for its
+// drive while another is decrypted and hashed), at most rekeyAhead records
+// ahead of the batch being built.
+const (
+	rekeyReaders = 3
+	rekeyAhead   = 4
+)
+
+// fetched is one record read for the rekey: a small body whole, a large
+// one as a stream to read while it is appended.
+type fetched struct {
+	h    storage.Header
+	m    catalog.Meta
+	buf  []byte
+	body io.ReadCloser
+	err  error
+}
+
+// fetchAhead reads the records of todo on rekeyReaders goroutines and
+// hands out, in todo's order, one channel per record that gets it. When
+// ctx ends, the channel handed out last gets ctx's error.
+func (a *Appliance) fetchAhead(ctx context.Context, todo []uint64) <-chan chan fetched {
+	out := make(chan chan fetched, rekeyAhead)
+	go func() {
+		defer close(out)
+		sem := make(chan struct{}, rekeyReaders)
+		for _, idx := range todo {
+			f := make(chan fetched, 1)
+			select {
+			case out <- f:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				f <- fetched{err: ctx.Err()}
+				return
+			}
+			go func() {
+				defer func() { <-sem }()
+				f <- a.fetchRekey(idx)
+			}()
+		}
+	}()
+	return out
+}
+
+// fetchRekey reads record idx and marks its meta as superseding it.
+func (a *Appliance) fetchRekey(idx uint64) fetched {
+	h, mb, body, err := a.vault.Get(idx)
+	if err != nil {
+		return fetched{err: fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)}
+	}
+	m, err := catalog.ParseMeta(mb)
+	if err != nil {
+		body.Close()
+		return fetched{err: fmt.Errorf("appliance: rekey: record %d meta: %w", idx, err)}
+	}
+	m.Supersedes = idx
+	if h.BodyLen > rekeyInline {
+		return fetched{h: h, m: m, body: body}
+	}
+	buf := make([]byte, h.BodyLen)
+	_, err = io.ReadFull(body, buf)
+	if err == nil {
+		// The body must end where its header says, and its payload hash
+		// match (checked at the end of the stream).
+		switch n, rerr := body.Read(make([]byte, 1)); {
+		case n != 0:
+			err = errors.New("body longer than its header says")
+		case rerr != io.EOF:
+			err = rerr
+		}
+	}
+	body.Close()
+	if err != nil {
+		return fetched{err: fmt.Errorf("appliance: rekey: reading record %d: %w", idx, err)}
+	}
+	return fetched{h: h, m: m, buf: buf}
 }
 
 func (a *Appliance) putJob(j *RekeyJob) {

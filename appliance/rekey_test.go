@@ -1,14 +1,19 @@
 package appliance_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"coffre/appliance"
 	"coffre/hsm"
+	"coffre/storage"
 	"coffre/storage/catalog"
 )
 
@@ -135,4 +140,115 @@ func TestRekeyResumesAfterKill(t *testing.T) {
 	}
 	a.Close()
 	e.coffre(append([]string{"audit", "--audit-key", e.path("audit.pub")}, e.drives()...)...)
+}
+
+// TestRekeyStopsAtUnreadableRecord: a record damaged on every drive stops
+// the rekey with an error that names it; the records before it (read
+// ahead, in order, a large one streamed) are re-encrypted with their
+// bodies intact, and neither it nor any record after it is touched.
+func TestRekeyStopsAtUnreadableRecord(t *testing.T) {
+	e := newVaultSize(t, 128<<20)
+	items := map[string][]byte{}
+	for i := range 10 {
+		n := 1000 + 97*i
+		if i == 4 {
+			n = 6 << 20 // above the read-whole bound: streamed alone
+		}
+		b := make([]byte, n)
+		rand.Read(b)
+		items[fmt.Sprintf("doc%02d", i)] = b
+	}
+	e.ingestItems(items, func(string) string { return "alice" })
+
+	// The live records the rekey will take, in order; the victim is the
+	// seventh item, after the large one.
+	a := e.open()
+	var todo []uint64
+	var victim uint64
+	nItems := 0
+	err := a.Vault().Records(0, func(r storage.RecordInfo) error {
+		en, err := a.Catalog().Get(r.Index)
+		if err != nil || !en.Live() || en.Meta.Kind == catalog.KindGenesis || r.Type == storage.TypeCheckpoint {
+			return nil
+		}
+		todo = append(todo, r.Index)
+		if en.Meta.Kind == catalog.KindItem {
+			if nItems++; nItems == 7 {
+				victim = r.Index
+			}
+		}
+		return nil
+	})
+	if err != nil || victim == 0 {
+		t.Fatalf("records: %v (victim %d)", err, victim)
+	}
+	bodies := map[uint64][]byte{}
+	var victimOff int64
+	for _, idx := range todo {
+		h, _, body, err := a.Vault().Get(idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bodies[idx], err = io.ReadAll(body); err != nil {
+			t.Fatal(err)
+		}
+		if idx == victim {
+			victimOff = h.Offset
+		}
+	}
+	a.Close()
+	for _, p := range e.drives() {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("damage"), victimOff+storage.HeaderSize+200); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+
+	a = e.open()
+	defer a.Close()
+	_, err = a.Rekey(context.Background(), appliance.RekeyOptions{NewEpoch: true, Max: -1, Batch: 1})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("record %d", victim)) {
+		t.Fatalf("rekey over a record damaged everywhere: %v, want an error naming record %d", err, victim)
+	}
+	// Before the victim: superseded by a copy under epoch 1 with the same
+	// body. The victim and after: live, untouched.
+	newer := map[uint64]uint64{}
+	err = a.Vault().Records(0, func(r storage.RecordInfo) error {
+		en, err := a.Catalog().Get(r.Index)
+		if err == nil && en.Meta.Supersedes != 0 && r.KeyEpoch == 1 {
+			newer[en.Meta.Supersedes] = r.Index
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range todo {
+		en, err := a.Catalog().Get(idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, done := newer[idx]
+		if idx >= victim {
+			if done || !en.Live() {
+				t.Fatalf("record %d (at or after the damaged %d) was re-encrypted", idx, victim)
+			}
+			continue
+		}
+		if !done || en.Live() {
+			t.Fatalf("record %d (before the damaged %d) was not re-encrypted (live %v)", idx, victim, en.Live())
+		}
+		h, _, body, err := a.Vault().Get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(body)
+		if err != nil || !bytes.Equal(got, bodies[idx]) || h.KeyEpoch != 1 {
+			t.Fatalf("record %d's new copy %d: epoch %d, body equal %v, %v", idx, n, h.KeyEpoch, bytes.Equal(got, bodies[idx]), err)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"unsafe"
 
@@ -18,13 +19,22 @@ type device interface {
 	Size() int64
 	ReadOnly() bool
 	Close() error
+	// ReadCached reads as ReadAt does, possibly through the page cache:
+	// for records already durable, which are never written again but by
+	// Scrub (and a stale copy fails authentication like a bad one).
+	ReadCached(p []byte, off int64) (int, error)
 }
 
 // opener opens a device; write asks for exclusive read-write access.
 type opener func(path string, write bool) (device, error)
 
 type osDevice struct {
-	fd       int
+	// *os.File rather than a bare descriptor: its Close may run while a
+	// reader that took the device without the vault lock is reading, and
+	// the descriptor is released only when that read returns (never
+	// reused under it).
+	f        *os.File
+	cached   *os.File // writers: a second, page-cache handle for ReadCached
 	size     int64
 	ro       bool
 	direct   bool
@@ -46,93 +56,129 @@ func openDevice(path string, write bool) (device, error) {
 	if !isDev && st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("storage: %s: not an image file or block device", path)
 	}
-	d := &osDevice{path: path, isDevice: isDev, fd: -1}
-	base := unix.O_CLOEXEC
-	mode := unix.O_RDONLY
-	if write {
-		mode = unix.O_RDWR
-		if isDev {
-			base |= unix.O_EXCL
-		}
-	}
-	// Readers (audit, scan) use the page cache so the kernel reads ahead;
-	// writers bypass it.
-	direct := 0
-	if write {
-		direct = unix.O_DIRECT
-	}
-	open := func(mode int) error {
-		fd, err := unix.Open(path, base|mode|direct, 0)
-		if err == unix.EINVAL {
-			fd, err = unix.Open(path, base|mode, 0)
-		} else if err == nil {
-			d.direct = direct != 0
-			if !write {
-				unix.Fadvise(fd, 0, 0, unix.FADV_SEQUENTIAL)
-			}
-		}
-		d.fd = fd
-		return err
-	}
-	err := open(mode)
-	if write && (err == unix.EROFS || err == unix.EACCES) {
-		d.ro = true
-		err = open(unix.O_RDONLY)
-	}
+	d := &osDevice{path: path, isDevice: isDev}
+	fd, err := d.open(write)
 	if err != nil {
 		if err == unix.EBUSY {
 			return nil, fmt.Errorf("storage: %s is in use by another writer or mounted (close it first): %w", path, err)
 		}
 		return nil, fmt.Errorf("storage: opening %s: %w", path, err)
 	}
-	if isDev {
-		var sz uint64
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(d.fd), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&sz))); e != 0 {
-			unix.Close(d.fd)
-			return nil, fmt.Errorf("storage: %s: BLKGETSIZE64: %w", path, e)
-		}
-		d.size = int64(sz)
-		ro, err := unix.IoctlGetInt(d.fd, unix.BLKROGET)
+	if err := d.probe(fd, write); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	d.f = os.NewFile(uintptr(fd), path)
+	if d.direct {
+		// Records read back (Get) go through the page cache, as every
+		// read-only opener's reads do: the kernel reads ahead and serves
+		// them at several times the speed of direct reads on some drives.
+		// Direct writes invalidate the cached pages they cover.
+		cfd, err := unix.Open(path, unix.O_CLOEXEC|unix.O_RDONLY, 0)
 		if err != nil {
-			unix.Close(d.fd)
-			return nil, fmt.Errorf("storage: %s: BLKROGET: %w", path, err)
+			d.f.Close()
+			return nil, fmt.Errorf("storage: opening %s for reading: %w", path, err)
 		}
-		if ro != 0 {
-			d.ro = true
-		}
-	} else {
-		if write && !d.ro {
-			if err := unix.Flock(d.fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-				unix.Close(d.fd)
-				return nil, fmt.Errorf("storage: %s is in use by another writer (close it first): %w", path, err)
-			}
-		}
-		var fst unix.Stat_t
-		if err := unix.Fstat(d.fd, &fst); err != nil {
-			unix.Close(d.fd)
-			return nil, fmt.Errorf("storage: %s: %w", path, err)
-		}
-		d.size = fst.Size
+		d.cached = os.NewFile(uintptr(cfd), path)
 	}
 	return d, nil
 }
 
-func (d *osDevice) ReadAt(p []byte, off int64) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := unix.Pread(d.fd, p[n:], off+int64(n))
-		if err == unix.EINTR {
-			continue
+// open opens the descriptor: direct I/O for writers, the page cache for
+// readers (audit, scan: the kernel reads ahead).
+func (d *osDevice) open(write bool) (int, error) {
+	base := unix.O_CLOEXEC
+	mode := unix.O_RDONLY
+	if write {
+		mode = unix.O_RDWR
+		if d.isDevice {
+			base |= unix.O_EXCL
 		}
+	}
+	direct := 0
+	if write {
+		direct = unix.O_DIRECT
+	}
+	try := func(mode int) (int, error) {
+		fd, err := unix.Open(d.path, base|mode|direct, 0)
+		if err == unix.EINVAL {
+			fd, err = unix.Open(d.path, base|mode, 0)
+		} else if err == nil {
+			d.direct = direct != 0
+			if !write {
+				unix.Fadvise(fd, 0, 0, unix.FADV_SEQUENTIAL)
+			}
+		}
+		return fd, err
+	}
+	fd, err := try(mode)
+	if write && (err == unix.EROFS || err == unix.EACCES) {
+		d.ro = true
+		fd, err = try(unix.O_RDONLY)
+	}
+	return fd, err
+}
+
+// probe finds the size and read-only state, and locks an image file for
+// a writer.
+func (d *osDevice) probe(fd int, write bool) error {
+	if d.isDevice {
+		var sz uint64
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&sz))); e != 0 {
+			return fmt.Errorf("storage: %s: BLKGETSIZE64: %w", d.path, e)
+		}
+		d.size = int64(sz)
+		ro, err := unix.IoctlGetInt(fd, unix.BLKROGET)
 		if err != nil {
-			return n, fmt.Errorf("storage: reading %s at %d: %w", d.path, off+int64(n), err)
+			return fmt.Errorf("storage: %s: BLKROGET: %w", d.path, err)
 		}
-		if m == 0 {
-			return n, fmt.Errorf("storage: reading %s at %d: unexpected end of drive: %w", d.path, off+int64(n), errShort)
+		if ro != 0 {
+			d.ro = true
 		}
-		n += m
+		return nil
+	}
+	if write && !d.ro {
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			return fmt.Errorf("storage: %s is in use by another writer (close it first): %w", d.path, err)
+		}
+	}
+	var fst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil {
+		return fmt.Errorf("storage: %s: %w", d.path, err)
+	}
+	d.size = fst.Size
+	return nil
+}
+
+func (d *osDevice) ReadAt(p []byte, off int64) (int, error) { return readFull(d.f, d.path, p, off) }
+
+// ReadCached reads through the page cache (see openDevice).
+func (d *osDevice) ReadCached(p []byte, off int64) (int, error) {
+	if d.cached == nil {
+		return d.ReadAt(p, off)
+	}
+	return readFull(d.cached, d.path, p, off)
+}
+
+func readFull(f *os.File, path string, p []byte, off int64) (int, error) {
+	n, err := f.ReadAt(p, off)
+	switch {
+	case err == io.EOF:
+		return n, fmt.Errorf("storage: reading %s at %d: unexpected end of drive: %w", path, off+int64(n), errShort)
+	case err != nil:
+		return n, fmt.Errorf("storage: reading %s at %d: %w", path, off+int64(n), unwrapPath(err))
 	}
 	return n, nil
+}
+
+// unwrapPath drops the *PathError the os package adds (our message names
+// the path and offset already).
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 var errShort = errors.New("short read")
@@ -141,28 +187,32 @@ func (d *osDevice) WriteAt(p []byte, off int64) (int, error) {
 	if d.ro {
 		return 0, fmt.Errorf("storage: %s: %w", d.path, ErrReadOnly)
 	}
-	n := 0
-	for n < len(p) {
-		m, err := unix.Pwrite(d.fd, p[n:], off+int64(n))
-		if err == unix.EINTR {
-			continue
+	n, err := d.f.WriteAt(p, off)
+	if err != nil {
+		err = unwrapPath(err)
+		if errors.Is(err, unix.ENOSPC) {
+			return n, fmt.Errorf("storage: writing %s at %d: %w: %w", d.path, off+int64(n), ErrNoSpace, err)
 		}
-		if err != nil {
-			if err == unix.ENOSPC {
-				return n, fmt.Errorf("storage: writing %s at %d: %w: %w", d.path, off+int64(n), ErrNoSpace, err)
-			}
-			return n, fmt.Errorf("storage: writing %s at %d: %w", d.path, off+int64(n), err)
-		}
-		if m == 0 {
-			return n, fmt.Errorf("storage: writing %s at %d: %w", d.path, off+int64(n), unix.EIO)
-		}
-		n += m
+		return n, fmt.Errorf("storage: writing %s at %d: %w", d.path, off+int64(n), err)
 	}
 	return n, nil
 }
 
 func (d *osDevice) Sync() error {
-	if err := unix.Fdatasync(d.fd); err != nil {
+	rc, err := d.f.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			for {
+				if err = unix.Fdatasync(int(fd)); err != unix.EINTR {
+					return
+				}
+			}
+		})
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("storage: fdatasync %s: %w", d.path, err)
 	}
 	return nil
@@ -170,12 +220,18 @@ func (d *osDevice) Sync() error {
 
 func (d *osDevice) Size() int64    { return d.size }
 func (d *osDevice) ReadOnly() bool { return d.ro }
+
+// Close closes the device; it is safe while another goroutine reads (that
+// read fails, and the descriptor is freed once it returns) and more than
+// once.
 func (d *osDevice) Close() error {
-	if d.fd < 0 {
+	if d.cached != nil {
+		d.cached.Close()
+	}
+	err := d.f.Close()
+	if errors.Is(err, os.ErrClosed) {
 		return nil
 	}
-	err := unix.Close(d.fd)
-	d.fd = -1
 	return err
 }
 

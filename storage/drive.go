@@ -114,12 +114,23 @@ func readSuperblock(dev device) (*superblock, [2]error) {
 // writeSuperblock writes the next superblock copy (alternating between the
 // primary and the backup by sequence number) and syncs it.
 func (d *drive) writeSuperblock(update func(s *superblock)) error {
+	s, err := d.putSuperblock(update)
+	if err != nil {
+		return err
+	}
+	d.sb = s
+	return nil
+}
+
+// putSuperblock writes and syncs d's next superblock and returns it; the
+// caller installs it as d.sb.
+func (d *drive) putSuperblock(update func(s *superblock)) (*superblock, error) {
 	s := *d.sb
 	s.Seq++
 	update(&s)
 	b, err := encodeSuperblock(&s)
 	if err != nil {
-		return d.errf(-1, err)
+		return nil, d.errf(-1, err)
 	}
 	buf := alignedBuf(SuperblockSize)
 	copy(buf, b)
@@ -128,20 +139,20 @@ func (d *drive) writeSuperblock(update func(s *superblock)) error {
 		off = backupOffset(s.Size)
 	}
 	if _, err := d.dev.WriteAt(buf, off); err != nil {
-		return d.errf(-1, err)
+		return nil, d.errf(-1, err)
 	}
 	if err := d.dev.Sync(); err != nil {
-		return d.errf(-1, err)
+		return nil, d.errf(-1, err)
 	}
-	d.sb = &s
-	return nil
+	return &s, nil
 }
 
 type recInfo struct {
-	off  int64
-	len  int64
-	leaf tlog.Hash
-	typ  RecordType
+	off   int64
+	len   int64
+	leaf  tlog.Hash
+	typ   RecordType
+	epoch uint32
 }
 
 // logScan is what a walk of a drive's log found.
@@ -339,7 +350,7 @@ func scanFrom(r *blockReader, sb *superblock, rp resume, o scanOpts) (*logScan, 
 			res.cut = int(i) + 1
 		}
 		fr.add(leaf)
-		res.recs = append(res.recs, recInfo{off: off, len: rl, leaf: leaf, typ: h.Type})
+		res.recs = append(res.recs, recInfo{off: off, len: rl, leaf: leaf, typ: h.Type, epoch: h.KeyEpoch})
 		prev = leaf
 		off += rl
 		if h.Type == TypeCheckpoint {

@@ -68,6 +68,13 @@ func (f *faultDev) ReadAt(p []byte, off int64) (int, error) {
 	return f.device.ReadAt(p, off)
 }
 
+func (f *faultDev) ReadCached(p []byte, off int64) (int, error) {
+	if err := f.failing(&f.reads); err != nil {
+		return 0, err
+	}
+	return f.device.ReadCached(p, off)
+}
+
 // faults opens devices through faultDevs it remembers by path.
 type faults struct {
 	mu   sync.Mutex

@@ -17,6 +17,9 @@ type blockReader struct {
 	base  int64 // device offset of buf[0]
 	n     int   // valid bytes in buf
 	next  int   // size of the next read
+	// cached reads through the page cache (device.ReadCached): for
+	// records already durable, read back by Get.
+	cached bool
 }
 
 func newBlockReader(dev device, limit int64, window int) *blockReader {
@@ -47,7 +50,7 @@ func (r *blockReader) readAt(p []byte, off int64) error {
 				}
 			}
 			r.base, r.n = -1, 0
-			if _, err := r.dev.ReadAt(r.buf[:n], a); err != nil {
+			if err := r.read(r.buf[:n], a); err != nil {
 				return err
 			}
 			r.base, r.n = a, int(n)
@@ -57,6 +60,16 @@ func (r *blockReader) readAt(p []byte, off int64) error {
 		off += int64(c)
 	}
 	return nil
+}
+
+func (r *blockReader) read(p []byte, off int64) error {
+	var err error
+	if r.cached {
+		_, err = r.dev.ReadCached(p, off)
+	} else {
+		_, err = r.dev.ReadAt(p, off)
+	}
+	return err
 }
 
 // fill reads [off, off+n) (clipped to the limit) into the window, so that
@@ -70,7 +83,7 @@ func (r *blockReader) fill(off int64, n int) error {
 		return fmt.Errorf("storage: read at %d+%d past the data area: %w", off, n, ErrCorrupt)
 	}
 	r.base, r.n = -1, 0
-	if _, err := r.dev.ReadAt(r.buf[:n], off); err != nil {
+	if err := r.read(r.buf[:n], off); err != nil {
 		return err
 	}
 	r.base, r.n, r.next = off, n, n

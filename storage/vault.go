@@ -45,7 +45,15 @@ type Record struct {
 }
 
 // Vault is an open set of replicas.
+//
+// Two locks: wmu serializes the writers (Append, AddDrive, Sync, Retire,
+// Scrub, Close, and loading the record index) for their whole run; mu
+// guards the vault's state for short moments. Every change of state is
+// made holding both; a reader holds mu alone, so it does not wait for an
+// Append while that one writes and syncs the drives (holding wmu alone).
+// Order: wmu before mu.
 type Vault struct {
+	wmu     sync.Mutex
 	mu      sync.Mutex
 	o       Options
 	open    opener
@@ -62,8 +70,12 @@ type Vault struct {
 	tree   *treeHashes
 	end    int64
 	ckpt   []byte
-	aeads  map[uint32]cipher.AEAD
 	closed bool
+
+	// amu guards aeads alone, so that readers need not wait for an
+	// Append (which holds mu while it writes and syncs).
+	amu   sync.Mutex
+	aeads map[uint32]cipher.AEAD
 }
 
 // Open opens the drives at paths as one vault: it reads every superblock,
@@ -383,7 +395,8 @@ func (v *Vault) install(s *logScan) error {
 
 func (v *Vault) size() uint64 { return v.base + uint64(len(v.recs)) }
 
-// rec returns record i < size, loading the index when i is below base.
+// rec returns record i < size, loading the index when i is below base
+// (the caller then holds wmu as well as mu: see indexed).
 func (v *Vault) rec(i uint64) (recInfo, error) {
 	if i < v.base {
 		if err := v.loadIndex(); err != nil {
@@ -391,6 +404,19 @@ func (v *Vault) rec(i uint64) (recInfo, error) {
 		}
 	}
 	return v.recs[i-v.base], nil
+}
+
+// indexed loads the record index if it is not yet (a writer's work: it
+// may fail or quarantine drives). The caller holds neither lock.
+func (v *Vault) indexed() error {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	return v.loadIndex()
 }
 
 // loadIndex reads the headers of the records below base (Open did not) from
@@ -484,6 +510,8 @@ func (v *Vault) admit(d *drive) error {
 }
 
 func (v *Vault) aead(epoch uint32) (cipher.AEAD, error) {
+	v.amu.Lock()
+	defer v.amu.Unlock()
 	if a, ok := v.aeads[epoch]; ok {
 		return a, nil
 	}
@@ -515,11 +543,8 @@ func (v *Vault) active() []*drive {
 // while the quorum holds; below it Append returns ErrNoQuorum and nothing of
 // the batch is acknowledged.
 func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return nil, ErrClosed
-	}
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	if len(recs) == 0 || len(recs) > MaxBatch {
 		return nil, fmt.Errorf("storage: append: %d records, want 1..%d", len(recs), MaxBatch)
 	}
@@ -531,6 +556,11 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 			return nil, fmt.Errorf("storage: append: record %d: meta of %d bytes exceeds %d", i, len(r.Meta), MaxMetaSize)
 		}
 	}
+	// Holding wmu, this goroutine is the only one to change the vault:
+	// it reads the state freely and takes mu only to change it.
+	if v.closed {
+		return nil, ErrClosed
+	}
 	act := v.active()
 	if len(act) < v.o.WriteQuorum {
 		return nil, fmt.Errorf("%w: %d of %d needed", ErrNoQuorum, len(act), v.o.WriteQuorum)
@@ -539,8 +569,6 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := newBatchWriter(act, v.end, v.o.WriteQuorum)
-	defer w.release()
 	n0 := v.size()
 	// The batch's resume point, which its checkpoint record carries.
 	fr0, err := v.tree.frontierAt(n0)
@@ -548,27 +576,38 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 		return nil, err
 	}
 	rp := resume{index: n0, off: v.end, fr: fr0}
-	var newRecs []recInfo
 	prev := tlog.Hash{}
 	if n0 > 0 {
+		v.mu.Lock()
 		last, err := v.rec(n0 - 1)
+		v.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
 		prev = last.leaf
 	}
+	w := newBatchWriter(act, v.end, v.o.WriteQuorum)
+	defer w.release()
+	var newRecs []recInfo
 	abort := func(err error) ([]uint64, error) {
 		w.wait()
+		v.mu.Lock()
+		defer v.mu.Unlock()
 		v.tree.truncate(n0)
 		v.markFailed(w)
 		return nil, err
 	}
+	// The tree takes the batch's leaves as they come (readers never look
+	// past size, which moves only at the end).
 	add := func(h *Header) error {
 		leaf := h.leafHash()
-		if err := v.tree.add(h.Index, leaf); err != nil {
+		v.mu.Lock()
+		err := v.tree.add(h.Index, leaf)
+		v.mu.Unlock()
+		if err != nil {
 			return err
 		}
-		newRecs = append(newRecs, recInfo{off: h.Offset, len: h.RecordLen(), leaf: leaf, typ: h.Type})
+		newRecs = append(newRecs, recInfo{off: h.Offset, len: h.RecordLen(), leaf: leaf, typ: h.Type, epoch: h.KeyEpoch})
 		prev = leaf
 		return nil
 	}
@@ -611,17 +650,24 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 		return abort(fmt.Errorf("%w: %d of %d drives hold the batch: %w", ErrNoQuorum, w.live(), v.o.WriteQuorum, w.errs()))
 	}
 	crashpoint.Hit("storage.append")
-	// Durable on the quorum: acknowledge.
+	// Durable on the quorum: publish, then acknowledge.
+	v.mu.Lock()
 	v.recs = append(v.recs, newRecs...)
 	v.end = w.pos()
 	v.ckpt = msg
 	v.markFailed(w)
+	var held []*drive
 	for _, t := range w.ts {
-		if t.failed() == nil {
+		if t.failed() == nil && t.d.state == StateActive {
 			t.d.n, t.d.end = v.size(), v.end
+			held = append(held, t.d)
 		}
 	}
-	v.writeSuperblocks(w.liveDrives())
+	v.mu.Unlock()
+	sbs := v.putSuperblocks(held)
+	v.mu.Lock()
+	v.installSuperblocks(held, sbs)
+	v.mu.Unlock()
 	return idx, nil
 }
 
@@ -634,27 +680,54 @@ func (v *Vault) markFailed(w *batchWriter) {
 }
 
 // writeSuperblocks records the vault state on each drive (a hint for the
-// next open and for auditors; the log is the truth).
+// next open and for auditors; the log is the truth). The caller holds wmu
+// and mu.
 func (v *Vault) writeSuperblocks(ds []*drive) {
+	v.installSuperblocks(ds, v.putSuperblocks(ds))
+}
+
+// putSuperblocks writes and syncs the next superblock of each drive, in
+// parallel, and returns them (or the error of each drive). The caller
+// holds wmu (the state it writes changes only under wmu), and need not
+// hold mu: readers go on meanwhile.
+func (v *Vault) putSuperblocks(ds []*drive) []sbResult {
 	var wg sync.WaitGroup
-	errs := make([]error, len(ds))
+	out := make([]sbResult, len(ds))
 	for i, d := range ds {
-		wg.Go(func() { errs[i] = v.writeSuperblock(d) })
+		wg.Go(func() { out[i].sb, out[i].err = d.putSuperblock(v.sbUpdate(d)) })
 	}
 	wg.Wait()
+	return out
+}
+
+type sbResult struct {
+	sb  *superblock
+	err error
+}
+
+// installSuperblocks makes the written superblocks current and fails the
+// drives that could not take theirs. The caller holds wmu and mu.
+func (v *Vault) installSuperblocks(ds []*drive, rs []sbResult) {
 	for i, d := range ds {
-		if errs[i] != nil {
-			v.fail(d, errs[i])
+		if rs[i].err != nil {
+			v.fail(d, rs[i].err)
+		} else {
+			d.sb = rs[i].sb
 		}
 	}
 }
 
+// writeSuperblock writes d's superblock; the caller holds wmu and mu.
 func (v *Vault) writeSuperblock(d *drive) error {
-	return d.writeSuperblock(func(s *superblock) {
+	return d.writeSuperblock(v.sbUpdate(d))
+}
+
+func (v *Vault) sbUpdate(d *drive) func(s *superblock) {
+	return func(s *superblock) {
 		s.TreeSize, s.LogEnd, s.Checkpoint = d.n, d.end, v.ckpt
 		s.Roster = v.roster
 		s.Keys = v.keys
-	})
+	}
 }
 
 func readChunk(r io.Reader, p []byte) (int, error) {
@@ -767,39 +840,59 @@ func (v *Vault) VaultID() [16]byte { return v.vaultID }
 // Proving a record older than the last batch at Open loads the record
 // index first (see loadIndex).
 func (v *Vault) InclusionProof(index, treeSize uint64) (tlog.RecordProof, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if treeSize > v.size() || index >= treeSize {
-		return nil, fmt.Errorf("storage: inclusion proof of record %d in a tree of %d: %w", index, treeSize, ErrNotFound)
-	}
-	if index < v.base {
-		if err := v.loadIndex(); err != nil {
-			return nil, err
+	prove := func() (tlog.RecordProof, error) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if treeSize > v.size() || index >= treeSize {
+			return nil, fmt.Errorf("storage: inclusion proof of record %d in a tree of %d: %w", index, treeSize, ErrNotFound)
 		}
+		if index < v.base {
+			return nil, errNotIndexed
+		}
+		return tlog.ProveRecord(int64(treeSize), int64(index), v.tree)
 	}
-	p, err := tlog.ProveRecord(int64(treeSize), int64(index), v.tree)
+	p, err := prove()
 	if errors.Is(err, errNotIndexed) {
-		if err := v.loadIndex(); err != nil {
+		if err := v.indexed(); err != nil {
 			return nil, err
 		}
-		p, err = tlog.ProveRecord(int64(treeSize), int64(index), v.tree)
+		p, err = prove()
 	}
 	return p, err
 }
 
 // LeafHash returns the RFC 6962 leaf hash of record index.
 func (v *Vault) LeafHash(index uint64) (tlog.Hash, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if index >= v.size() {
-		return tlog.Hash{}, ErrNotFound
-	}
-	r, err := v.rec(index)
-	return r.leaf, err
+	ri, err := v.recInfo(index)
+	return ri.leaf, err
 }
 
-// Close closes every drive.
+// recInfo returns record index's place in the log, loading the record
+// index first when index is below base.
+func (v *Vault) recInfo(index uint64) (recInfo, error) {
+	v.mu.Lock()
+	below := index < v.base
+	v.mu.Unlock()
+	if below {
+		if err := v.indexed(); err != nil {
+			return recInfo{}, err
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return recInfo{}, ErrClosed
+	}
+	if index >= v.size() {
+		return recInfo{}, fmt.Errorf("storage: record %d of %d: %w", index, v.size(), ErrNotFound)
+	}
+	return v.recs[index-v.base], nil
+}
+
+// Close closes every drive (after an Append in flight).
 func (v *Vault) Close() error {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {

@@ -32,11 +32,12 @@ func (m *memDevice) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return copy(p, m.b[off:]), nil
 }
-func (m *memDevice) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
-func (m *memDevice) Sync() error                              { return nil }
-func (m *memDevice) Size() int64                              { return int64(len(m.b)) }
-func (m *memDevice) ReadOnly() bool                           { return false }
-func (m *memDevice) Close() error                             { return nil }
+func (m *memDevice) ReadCached(p []byte, off int64) (int, error) { return m.ReadAt(p, off) }
+func (m *memDevice) WriteAt(p []byte, off int64) (int, error)    { return copy(m.b[off:], p), nil }
+func (m *memDevice) Sync() error                                 { return nil }
+func (m *memDevice) Size() int64                                 { return int64(len(m.b)) }
+func (m *memDevice) ReadOnly() bool                              { return false }
+func (m *memDevice) Close() error                                { return nil }
 
 type superblockVector struct {
 	Name    string `json:"name"`
