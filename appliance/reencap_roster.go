@@ -168,11 +168,10 @@ func (a *Appliance) RosterChange(ctx context.Context, o RosterChangeOptions) (jo
 			clear(b.Passphrase)
 		}
 	}()
-	keys, err := openKeys(append(append([]BailiffSecret(nil), o.Unlock.Bailiffs...), o.NewBailiffs...))
-	if err != nil {
-		return nil, err
-	}
-	defer wipeKeys(keys)
+	// The keys open in the background (the S2K is slow on purpose) while
+	// the new roster and the escrows are checked.
+	ko := startOpenKeys(append(append([]BailiffSecret(nil), o.Unlock.Bailiffs...), o.NewBailiffs...))
+	defer ko.wipe()
 	order, orderRec, err := a.inFlight(bailiff.ReencapRosterChange)
 	if err != nil {
 		return nil, err
@@ -199,9 +198,13 @@ func (a *Appliance) RosterChange(ctx context.Context, o RosterChangeOptions) (jo
 		if len(o.NewRoster) == 0 {
 			return nil, errors.New("appliance: no roster change in flight: give the new roster (coffre reencap draft-roster, signed by its bailiffs)")
 		}
-		if order, orderRec, next, err = a.approveRosterChange(ctx, o, keys, say); err != nil {
+		if order, orderRec, next, err = a.approveRosterChange(ctx, o, ko, say); err != nil {
 			return nil, err
 		}
+	}
+	keys, err := ko.wait()
+	if err != nil {
+		return nil, err
 	}
 	old, _, err := a.rosterByDigest(order.RosterDigest)
 	if err != nil {
@@ -220,7 +223,7 @@ func (a *Appliance) RosterChange(ctx context.Context, o RosterChangeOptions) (jo
 
 // approveRosterChange checks the new roster and the order and appends them
 // (order, new roster, new verify-shares escrow) in one batch.
-func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptions, keys []openedKey, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, *bailiff.Roster, error) {
+func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptions, ko *keyOpener, say func(string, ...any)) (*bailiff.QuorumOrder, uint64, *bailiff.Roster, error) {
 	fail := func(err error) (*bailiff.QuorumOrder, uint64, *bailiff.Roster, error) { return nil, 0, nil, err }
 	if rot, rec, err := a.inFlight(bailiff.ReencapEscrowRotation); err != nil {
 		return fail(err)
@@ -249,6 +252,29 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 	if _, _, err := a.rosterByDigest(next.Digest()); err == nil {
 		return fail(errors.New("appliance: the new roster is already on the drives (a roster never comes back); draft a new one"))
 	}
+	// Every escrow must be under the roster in force: a change never
+	// starts on top of an unfinished one.
+	live, err := a.liveEscrows()
+	if err != nil {
+		return fail(err)
+	}
+	for u, e := range live {
+		b, err := a.readRecord(e.Record)
+		if err != nil {
+			return fail(fmt.Errorf("appliance: escrow of %s (record %d): %w", u, e.Record, err))
+		}
+		esc, err := bailiff.ParseStoredEscrow(b)
+		if err != nil {
+			return fail(fmt.Errorf("appliance: escrow of %s (record %d): %w", u, e.Record, err))
+		}
+		if esc.RosterDigest != old.Digest() {
+			return fail(fmt.Errorf("appliance: the escrow of %s (record %d) is not under the roster in force; finish the earlier roster change first", u, e.Record))
+		}
+	}
+	keys, err := ko.wait()
+	if err != nil {
+		return fail(err)
+	}
 	for i, s := range o.RosterSigs {
 		b, err := next.AddSignature(s)
 		if err != nil {
@@ -268,25 +294,6 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 	}
 	if err := next.Verify(); err != nil {
 		return fail(fmt.Errorf("appliance: new roster: %w", err))
-	}
-	// Every escrow must be under the roster in force: a change never
-	// starts on top of an unfinished one.
-	live, err := a.liveEscrows()
-	if err != nil {
-		return fail(err)
-	}
-	for u, e := range live {
-		b, err := a.readRecord(e.Record)
-		if err != nil {
-			return fail(fmt.Errorf("appliance: escrow of %s (record %d): %w", u, e.Record, err))
-		}
-		esc, err := bailiff.ParseStoredEscrow(b)
-		if err != nil {
-			return fail(fmt.Errorf("appliance: escrow of %s (record %d): %w", u, e.Record, err))
-		}
-		if esc.RosterDigest != old.Digest() {
-			return fail(fmt.Errorf("appliance: the escrow of %s (record %d) is not under the roster in force; finish the earlier roster change first", u, e.Record))
-		}
 	}
 	var order *bailiff.QuorumOrder
 	if len(o.Unlock.Order) > 0 {

@@ -146,8 +146,20 @@ func encryptShare(w io.Writer, b *BailiffKey, card []byte, now time.Time) error 
 }
 
 // decryptShare opens a share message (at most max bytes of plaintext) with
-// an opened bailiff key, in the profile its first key packet names.
-func decryptShare(msg []byte, key *openpgp.Entity, max int64) ([]byte, error) {
+// an opened bailiff key, in the profile its first key packet names; fk,
+// when not nil, is the key's prepared ECDH subkey (fastopen.go), tried
+// first.
+func decryptShare(msg []byte, key *openpgp.Entity, fk *fastKey, max int64) ([]byte, error) {
+	if fk != nil && pkeskVersion(msg) == 3 {
+		if n, sk := fk.sessionKey(msg[:min(len(msg), 512)]); sk != nil {
+			defer clear(sk)
+			pr, err := openSEIPDv1(bytes.NewReader(msg[n:]), sk)
+			if err != nil {
+				return nil, err
+			}
+			return readAllMax(pr, max)
+		}
+	}
 	if pkeskVersion(msg) != 6 {
 		return decryptBytes(bytes.NewReader(msg), openpgp.EntityList{key}, max)
 	}

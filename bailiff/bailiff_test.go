@@ -525,3 +525,45 @@ func TestItemSealerHalves(t *testing.T) {
 		t.Fatal("post-quantum escrow key accepted for a GnuPG 2.2 profile item")
 	}
 }
+
+// TestShareMessageFastPath: a share message opens through the prepared
+// ECDH subkey (fastopen.go) to the same card as through go-crypto; the
+// prepared subkey of another bailiff does not take it (its key packet
+// names the addressee) and the slow path then fails as it always did.
+func TestShareMessageFastPath(t *testing.T) {
+	v := getVault(t)
+	esc, err := NewEscrow("user-fast-share", v.roster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k0, k1 := v.openKey(t, 0), v.openKey(t, 1)
+	defer WipeKey(k0)
+	defer WipeKey(k1)
+	fk0, fk1 := newFastKey(k0), newFastKey(k1)
+	if fk0 == nil || fk1 == nil {
+		t.Fatal("bailiff keys are not of the fast shape (ECDH P-521, SHA-512, AES-256)")
+	}
+	msg := esc.shareFor(Fingerprint(k0)).Message
+	if n, sk := fk0.sessionKey(msg[:min(len(msg), 512)]); sk == nil || n == 0 {
+		t.Fatal("the fast path does not take a share message addressed to its key")
+	}
+	if _, sk := fk1.sessionKey(msg[:min(len(msg), 512)]); sk != nil {
+		t.Fatal("another bailiff's subkey recovered a session key from a share message not addressed to it")
+	}
+	fast, err := decryptShare(msg, k0, fk0, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := decryptShare(msg, k0, nil, 4096)
+	if err != nil || !bytes.Equal(fast, slow) {
+		t.Fatalf("fast and slow paths differ: %v", err)
+	}
+	if _, err := decryptShare(msg, k1, fk1, 4096); err == nil {
+		t.Fatal("bailiff 1 opened bailiff 0's share message")
+	}
+	s, err := esc.openShareMessageFast(k0, fk0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Wipe()
+}

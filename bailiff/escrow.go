@@ -369,12 +369,18 @@ func (e *Escrow) shareFor(fingerprint string) *EscrowShare {
 // key is given, and checks it against this escrow (split id, threshold,
 // index, commitment).
 func (e *Escrow) openShareMessage(bailiffKey *openpgp.Entity) (shamir.Share, error) {
+	return e.openShareMessageFast(bailiffKey, nil)
+}
+
+// openShareMessageFast is openShareMessage with the key's prepared ECDH
+// subkey (see fastopen.go), when the caller opens many escrows.
+func (e *Escrow) openShareMessageFast(bailiffKey *openpgp.Entity, fk *fastKey) (shamir.Share, error) {
 	fpr := Fingerprint(bailiffKey)
 	slot := e.shareFor(fpr)
 	if slot == nil {
 		return shamir.Share{}, fmt.Errorf("bailiff: key %s holds no share of the escrow of %s", fpr, e.UserID)
 	}
-	card, err := decryptShare(slot.Message, bailiffKey, shamir.MaxCardLen)
+	card, err := decryptShare(slot.Message, bailiffKey, fk, shamir.MaxCardLen)
 	if err != nil {
 		return shamir.Share{}, fmt.Errorf("bailiff: share %d of %s does not open with key %s: %s", slot.Index, e.UserID, fpr, sanitize(err))
 	}

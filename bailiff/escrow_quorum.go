@@ -30,6 +30,7 @@ type EscrowQuorum struct {
 	order  *QuorumOrder
 	roster *Roster
 	keys   []*openpgp.Entity                          // opened bailiff keys, one per bailiff
+	fast   []*fastKey                                 // their prepared ECDH subkeys (nil: none)
 	owned  []bool                                     // keys[i] was opened here (Close wipes it)
 	cards  map[[shamir.SplitIDLen]byte][]shamir.Share // share cards by split id
 	now    func() time.Time
@@ -94,6 +95,7 @@ func (q *EscrowQuorum) addKey(key *openpgp.Entity, owned bool) bool {
 		}
 	}
 	q.keys = append(q.keys, key)
+	q.fast = append(q.fast, newFastKey(key))
 	q.owned = append(q.owned, owned)
 	slog.Info("bailiff: key opened for re-encapsulation", "bailiff", Fingerprint(key))
 	return true
@@ -131,7 +133,7 @@ func (q *EscrowQuorum) Close() {
 			wipeEntity(k)
 		}
 	}
-	q.keys, q.owned = nil, nil
+	q.keys, q.owned, q.fast = nil, nil, nil
 	for id, ss := range q.cards {
 		for i := range ss {
 			ss[i].Wipe()
@@ -180,7 +182,7 @@ func (q *EscrowQuorum) shares(esc *Escrow) ([]shamir.Share, error) {
 		have[c.Index] = true
 	}
 	var errs []error
-	for _, k := range q.keys {
+	for i, k := range q.keys {
 		if len(out) == esc.Threshold {
 			break
 		}
@@ -188,7 +190,7 @@ func (q *EscrowQuorum) shares(esc *Escrow) ([]shamir.Share, error) {
 		if slot == nil || have[slot.Index] {
 			continue
 		}
-		s, err := esc.openShareMessage(k)
+		s, err := esc.openShareMessageFast(k, q.fast[i])
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -18,10 +18,11 @@ import (
 )
 
 // The algorithm upgrade opens every item of the vault once with the old
-// escrow key, and the ECDH P-521 key agreement of its key packet is most of
-// the cost. go-crypto computes it through crypto/elliptic (big.Int
+// escrow key, and a roster change or escrow rotation opens k share
+// messages per escrow with the bailiffs' keys; the ECDH P-521 key
+// agreement of their key packets is most of the cost. go-crypto computes it through crypto/elliptic (big.Int
 // conversions, about 8% slower than crypto/ecdh on the same nistec code),
-// so for the one shape SealItem writes — a single hidden PKESK v3, ECDH
+// so for the one shape SealItem and share messages have — a single PKESK v3, ECDH
 // P-521, KDF SHA-512 and AES-256 key wrap (RFC 6637) — the session key is
 // recovered here with crypto/ecdh; the encrypted data packet is then read
 // exactly as openItem reads it. Anything else, or any mismatch before a
@@ -35,6 +36,7 @@ const fastBuf = 16 << 10
 type fastKey struct {
 	priv        *ecdh.PrivateKey
 	fingerprint []byte // v4 fingerprint of the subkey (KDF parameter)
+	keyID       uint64 // its key id: a key packet names it, or 0 (hidden)
 	hashID      byte
 	cipherID    byte
 }
@@ -61,7 +63,7 @@ func newFastKey(e *openpgp.Entity) *fastKey {
 		if err != nil || found != nil {
 			return nil // unusable, or two candidate subkeys: leave it to go-crypto
 		}
-		found = &fastKey{priv: priv, fingerprint: bytes.Clone(s.PublicKey.Fingerprint), hashID: k.KDF.Hash.Id(), cipherID: k.KDF.Cipher.Id()}
+		found = &fastKey{priv: priv, fingerprint: bytes.Clone(s.PublicKey.Fingerprint), keyID: s.PublicKey.KeyId, hashID: k.KDF.Hash.Id(), cipherID: k.KDF.Cipher.Id()}
 	}
 	if found == nil || found.hashID != 10 || found.cipherID != 9 { // SHA-512, AES-256
 		return nil
@@ -110,8 +112,12 @@ func (fk *fastKey) sessionKey(head []byte) (int, []byte) {
 		return 0, nil
 	}
 	p := head[hdr : hdr+body]
-	// version 3, key id 0 (hidden), algorithm ECDH
-	if len(p) < 12 || p[0] != 3 || binary.BigEndian.Uint64(p[1:9]) != 0 || p[9] != byte(packet.PubKeyAlgoECDH) {
+	// version 3, key id 0 (hidden: items) or this key's (share
+	// messages), algorithm ECDH
+	if len(p) < 12 || p[0] != 3 || p[9] != byte(packet.PubKeyAlgoECDH) {
+		return 0, nil
+	}
+	if id := binary.BigEndian.Uint64(p[1:9]); id != 0 && id != fk.keyID {
 		return 0, nil
 	}
 	bits := int(binary.BigEndian.Uint16(p[10:12]))
