@@ -5,6 +5,19 @@
 // to four drives with a write quorum, crash recovery, audit without secrets,
 // and scrub/repair.
 //
+// I/O: a writer opens each drive exclusively with O_DIRECT and fdatasyncs
+// every batch before it is acknowledged. Records already durable are read
+// back (Get) through a second, read-only handle that uses the page cache,
+// as read-only openers (audit, catalog rebuild) do: the kernel reads ahead,
+// and direct writes invalidate the pages they cover. Recovery, index
+// loading and scrub read direct.
+//
+// Concurrency: writers (Append, AddDrive, Sync, Retire, Scrub, Close)
+// hold Vault.wmu for their whole run and take Vault.mu only to change the
+// vault's state; readers take mu alone for a moment, so a Get, Records or
+// Scan never waits for an Append's writes and syncs, and sees a batch only
+// once it is durable on the write quorum.
+//
 // The byte format is specified in docs/formats/drive.md; vectors live in
 // testdata/drive/.
 package storage

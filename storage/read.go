@@ -61,13 +61,34 @@ func (s source) errf(index int64, err error) error {
 // sources returns record index's place and the active drives to read it
 // from.
 func (v *Vault) sources(index uint64) (recInfo, []source, error) {
-	ri, err := v.recInfo(index)
+	recs, base, act, err := v.view(index)
 	if err != nil {
 		return recInfo{}, nil, err
 	}
+	if n := base + uint64(len(recs)); index >= n {
+		return recInfo{}, nil, fmt.Errorf("storage: record %d of %d: %w", index, n, ErrNotFound)
+	}
+	return recs[index-base], act, nil
+}
+
+// view returns the record index (recs, from record base on) and the active
+// drives as they are now, loading the records below what Open read first
+// when from is among them. A batch in flight is not in it.
+func (v *Vault) view(from uint64) (recs []recInfo, base uint64, act []source, err error) {
+	v.mu.Lock()
+	below := from < v.base
+	v.mu.Unlock()
+	if below {
+		if err := v.indexed(); err != nil {
+			return nil, 0, nil, err
+		}
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return ri, v.activeSources(), nil
+	if v.closed {
+		return nil, 0, nil, ErrClosed
+	}
+	return v.recs, v.base, v.activeSources(), nil
 }
 
 // activeSources snapshots the active drives; the caller holds mu.
@@ -205,19 +226,9 @@ type RecordInfo struct {
 // It reads nothing else from the drives: a fraction of Scan's work for
 // whoever needs no meta.
 func (v *Vault) Records(from uint64, fn func(RecordInfo) error) error {
-	v.mu.Lock()
-	below := from < v.base
-	v.mu.Unlock()
-	if below {
-		if err := v.indexed(); err != nil {
-			return err
-		}
-	}
-	v.mu.Lock()
-	recs, base, closed := v.recs, v.base, v.closed
-	v.mu.Unlock()
-	if closed {
-		return ErrClosed
+	recs, base, _, err := v.view(from)
+	if err != nil {
+		return err
 	}
 	for i := max(from, base); i < base+uint64(len(recs)); i++ {
 		ri := recs[i-base]
@@ -231,18 +242,10 @@ func (v *Vault) Records(from uint64, fn func(RecordInfo) error) error {
 // Scan calls fn for every record from index from on, with its header and
 // decrypted meta (checkpoint records included, with empty meta).
 func (v *Vault) Scan(from uint64, fn func(h Header, meta []byte) error) error {
-	v.mu.Lock()
-	below := from < v.base
-	v.mu.Unlock()
-	if below {
-		if err := v.indexed(); err != nil {
-			return err
-		}
+	recs, base, act, err := v.view(from)
+	if err != nil {
+		return err
 	}
-	v.mu.Lock()
-	recs, base := v.recs, v.base
-	act := v.activeSources()
-	v.mu.Unlock()
 	if len(act) == 0 {
 		return fmt.Errorf("storage: scan: no active drive")
 	}

@@ -75,10 +75,7 @@ func (v *Vault) find(uuid [16]byte) *drive {
 // replica and is verified against the tree before it counts. progress gets
 // bytes copied and bytes to copy.
 func (v *Vault) AddDrive(path string, progress func(done, total uint64)) error {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	defer v.lockWrite()()
 	if v.closed {
 		return ErrClosed
 	}
@@ -135,10 +132,7 @@ func (v *Vault) AddDrive(path string, progress func(done, total uint64)) error {
 // is cut off, the rest copied and verified. A failed drive is reopened by
 // path first.
 func (v *Vault) Sync(ctx context.Context, uuid [16]byte, progress func(done, total uint64)) error {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	defer v.lockWrite()()
 	if v.closed {
 		return ErrClosed
 	}
@@ -384,10 +378,7 @@ func checkRecord(r *blockReader, ri recInfo, index uint64) error {
 
 // Retire removes a drive from the vault roster for good.
 func (v *Vault) Retire(uuid [16]byte) error {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	defer v.lockWrite()()
 	if v.closed {
 		return ErrClosed
 	}

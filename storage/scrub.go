@@ -54,10 +54,7 @@ func (s *ScrubReport) Unrepaired() int {
 // whose every record then verifies becomes active again. progress gets
 // records done and records to do over all drives.
 func (v *Vault) Scrub(ctx context.Context, progress func(done, total uint64)) (ScrubReport, error) {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	defer v.lockWrite()()
 	if v.closed {
 		return ScrubReport{}, ErrClosed
 	}

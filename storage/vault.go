@@ -406,13 +406,21 @@ func (v *Vault) rec(i uint64) (recInfo, error) {
 	return v.recs[i-v.base], nil
 }
 
+// lockWrite takes both locks, as every change of the vault's state
+// outside Append does, and returns what releases them.
+func (v *Vault) lockWrite() (unlock func()) {
+	v.wmu.Lock()
+	v.mu.Lock()
+	return func() {
+		v.mu.Unlock()
+		v.wmu.Unlock()
+	}
+}
+
 // indexed loads the record index if it is not yet (a writer's work: it
 // may fail or quarantine drives). The caller holds neither lock.
 func (v *Vault) indexed() error {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	defer v.lockWrite()()
 	if v.closed {
 		return ErrClosed
 	}
@@ -870,31 +878,13 @@ func (v *Vault) LeafHash(index uint64) (tlog.Hash, error) {
 // recInfo returns record index's place in the log, loading the record
 // index first when index is below base.
 func (v *Vault) recInfo(index uint64) (recInfo, error) {
-	v.mu.Lock()
-	below := index < v.base
-	v.mu.Unlock()
-	if below {
-		if err := v.indexed(); err != nil {
-			return recInfo{}, err
-		}
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return recInfo{}, ErrClosed
-	}
-	if index >= v.size() {
-		return recInfo{}, fmt.Errorf("storage: record %d of %d: %w", index, v.size(), ErrNotFound)
-	}
-	return v.recs[index-v.base], nil
+	ri, _, err := v.sources(index)
+	return ri, err
 }
 
 // Close closes every drive (after an Append in flight).
 func (v *Vault) Close() error {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	defer v.lockWrite()()
 	if v.closed {
 		return nil
 	}
