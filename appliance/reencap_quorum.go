@@ -120,6 +120,39 @@ func openKeys(bs []BailiffSecret) ([]openedKey, error) {
 	return out, nil
 }
 
+// signEach opens the key of each bailiff in bs in turn and signs with it
+// (what names the document in messages). Each key is wiped once it has
+// signed, unless keep: then the opened keys are returned for the caller to
+// use and wipe. On error every key opened is wiped.
+func signEach(bs []BailiffSecret, what string, keep bool, say func(string, ...any), sign func(*openpgp.Entity) error) ([]*openpgp.Entity, error) {
+	var kept []*openpgp.Entity
+	fail := func(err error) ([]*openpgp.Entity, error) {
+		for _, k := range kept {
+			bailiff.WipeKey(k)
+		}
+		return nil, err
+	}
+	for _, b := range bs {
+		// The library wipes the passphrase it is given: hand it a copy,
+		// a caller may open a share with the same one.
+		k, err := bailiff.OpenBailiffKey(b.SecretKey, bytes.Clone(b.Passphrase))
+		if err != nil {
+			return fail(fmt.Errorf("appliance: %s: %w", b.Label, err))
+		}
+		err = sign(k)
+		if keep {
+			kept = append(kept, k)
+		} else {
+			bailiff.WipeKey(k)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("appliance: %s signing the %s: %w", b.Label, what, err))
+		}
+		say("%s signed by %s", what, b.Label)
+	}
+	return kept, nil
+}
+
 // keyOpener opens the bailiffs' keys in the background (the S2K is slow
 // on purpose) while a job plans and reads.
 type keyOpener struct {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+
 	"coffre/bailiff"
 	"coffre/storage"
 	"coffre/storage/catalog"
@@ -221,17 +223,8 @@ func (a *Appliance) Retire(ctx context.Context, o RetireOptions) (*RetireResult,
 	if err != nil {
 		return nil, err
 	}
-	for _, b := range o.Bailiffs {
-		k, err := bailiff.OpenBailiffKey(b.SecretKey, bytes.Clone(b.Passphrase))
-		if err != nil {
-			return nil, fmt.Errorf("appliance: %s: %w", b.Label, err)
-		}
-		err = order.Sign(r, k, now)
-		bailiff.WipeKey(k)
-		if err != nil {
-			return nil, fmt.Errorf("appliance: %s signing the retirement order: %w", b.Label, err)
-		}
-		say("retirement order signed by %s", b.Label)
+	if _, err := signEach(o.Bailiffs, "retirement order", false, say, func(k *openpgp.Entity) error { return order.Sign(r, k, now) }); err != nil {
+		return nil, err
 	}
 	if err := order.Verify(r); err != nil {
 		return nil, err

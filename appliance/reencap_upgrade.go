@@ -269,23 +269,15 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 	if err != nil {
 		return nil, err
 	}
-	var keys []*openpgp.Entity
+	keys, err := signEach(o.Bailiffs, "upgrade order", true, say, func(k *openpgp.Entity) error { return order.Sign(r, k, now) })
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		for _, k := range keys {
 			bailiff.WipeKey(k)
 		}
 	}()
-	for _, b := range o.Bailiffs {
-		k, err := bailiff.OpenBailiffKey(b.SecretKey, bytes.Clone(b.Passphrase))
-		if err != nil {
-			return nil, fmt.Errorf("appliance: %s: %w", b.Label, err)
-		}
-		keys = append(keys, k)
-		if err := order.Sign(r, k, now); err != nil {
-			return nil, fmt.Errorf("appliance: %s signing the upgrade order: %w", b.Label, err)
-		}
-		say("upgrade order signed by %s", b.Label)
-	}
 	if err := order.Verify(r); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+
 	"coffre/bailiff"
 	"coffre/ingest/usb"
 	"coffre/storage"
@@ -73,19 +75,9 @@ func (a *Appliance) Restitute(ctx context.Context, o RestituteOptions) (*Restitu
 		if order, err = bailiff.NewOrder(r, o.UserID, o.Reference, o.Beneficiary, now); err != nil {
 			return nil, err
 		}
-		for _, b := range o.Bailiffs {
-			// The library wipes the passphrase it is given: hand it a copy,
-			// the share is opened with the same one below.
-			k, err := bailiff.OpenBailiffKey(b.SecretKey, bytes.Clone(b.Passphrase))
-			if err != nil {
-				return nil, fmt.Errorf("appliance: %s: %w", b.Label, err)
-			}
-			err = order.Sign(r, k, now)
-			bailiff.WipeKey(k)
-			if err != nil {
-				return nil, fmt.Errorf("appliance: %s signing the order: %w", b.Label, err)
-			}
-			say("order signed by %s", b.Label)
+		// The share is opened below with the same passphrases.
+		if _, err := signEach(o.Bailiffs, "order", false, say, func(k *openpgp.Entity) error { return order.Sign(r, k, now) }); err != nil {
+			return nil, err
 		}
 	}
 	if err := order.Verify(r); err != nil {
