@@ -52,14 +52,7 @@ func FuzzParseOrder(f *testing.F) {
 // FuzzOpenItem feeds the item reader (Restitute's decryption path) with
 // arbitrary bytes under a fixed test key (testdata/item-key.sec, test only).
 func FuzzOpenItem(f *testing.F) {
-	b, err := os.ReadFile("testdata/item-key.sec")
-	if err != nil {
-		f.Fatal(err)
-	}
-	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
-	if err != nil {
-		f.Fatal(err)
-	}
+	el := fuzzKeyRing(f, "testdata/item-key.sec")
 	f.Fuzz(func(t *testing.T, ct []byte) {
 		r, err := openItem(bytes.NewReader(ct), el)
 		if err != nil {
@@ -104,14 +97,7 @@ func FuzzParseReencapStep(f *testing.F) {
 // FuzzOpenItemPQ feeds the post-quantum item reader with arbitrary bytes
 // under a fixed test key (testdata/item-key-pq.sec, test only).
 func FuzzOpenItemPQ(f *testing.F) {
-	b, err := os.ReadFile("testdata/item-key-pq.sec")
-	if err != nil {
-		f.Fatal(err)
-	}
-	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
-	if err != nil {
-		f.Fatal(err)
-	}
+	el := fuzzKeyRing(f, "testdata/item-key-pq.sec")
 	f.Fuzz(func(t *testing.T, ct []byte) {
 		r, err := openItemAny(bytes.NewReader(ct), el)
 		if err != nil {
@@ -124,14 +110,7 @@ func FuzzOpenItemPQ(f *testing.F) {
 // FuzzOpenItemFast feeds the upgrade's item reader (crypto/ecdh key packet
 // path, falling back to the general reader) under the fixed P-521 test key.
 func FuzzOpenItemFast(f *testing.F) {
-	b, err := os.ReadFile("testdata/item-key.sec")
-	if err != nil {
-		f.Fatal(err)
-	}
-	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
-	if err != nil {
-		f.Fatal(err)
-	}
+	el := fuzzKeyRing(f, "testdata/item-key.sec")
 	fk := newFastKey(el[0])
 	if fk == nil {
 		f.Fatal("the test key is not an ECDH P-521 escrow key")
@@ -183,4 +162,17 @@ func mustReadFile(f *testing.F, name string) []byte {
 		f.Fatal(err)
 	}
 	return b
+}
+
+// fuzzKeyRing reads the fixed test key of a fuzz target.
+func fuzzKeyRing(f *testing.F, path string) openpgp.EntityList {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	if err != nil {
+		f.Fatal(err)
+	}
+	return el
 }
