@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 
 	"coffre/internal/crashpoint"
 )
@@ -23,6 +24,9 @@ type target struct {
 	d   *drive
 	mu  sync.Mutex
 	err error
+
+	dirty   atomic.Int64 // bytes written since the last write-behind flush began
+	syncing atomic.Bool
 }
 
 func (t *target) failed() error {
@@ -73,6 +77,8 @@ type batchWriter struct {
 	hashing bool
 	hq      chan hashJob
 	hdone   chan struct{}
+
+	syncs sync.WaitGroup // write-behind flushes in flight
 
 	chunks [3][]byte // plaintext chunk, read-ahead chunk, sealing scratch
 }
@@ -371,15 +377,42 @@ func (w *batchWriter) fanout(wg *sync.WaitGroup, segs []seg) {
 					return
 				}
 				crashpoint.Hit("storage.write")
+				w.writeBehind(t, len(s.p))
 			}
 		})
 	}
 }
 
+// writeBehindBytes: each time this much more of a batch is written to a
+// drive, a flush (fdatasync) of that drive starts in the background, unless
+// one is still running. The device (or a loop device's backing file, whose
+// dirty pages would otherwise all wait for commit) writes out while the
+// rest of the batch is sealed, and commit's fdatasync finds little left to
+// do: 0.68 → 0.9 of dd's rate on four loop devices (make bench). Batches
+// smaller than this, the common case, pay no extra flush. A failed flush
+// fails the drive as commit's would. (RocksDB's bytes_per_sync is the same
+// idea.)
+const writeBehindBytes = 16 << 20
+
+func (w *batchWriter) writeBehind(t *target, n int) {
+	if t.dirty.Add(int64(n)) < writeBehindBytes || !t.syncing.CompareAndSwap(false, true) {
+		return
+	}
+	t.dirty.Store(0)
+	w.syncs.Go(func() {
+		defer t.syncing.Store(false)
+		if err := t.d.dev.Sync(); err != nil {
+			t.fail(t.d.errf(-1, err))
+		}
+	})
+}
+
+// wait waits for the writes, hashing and write-behind flushes in flight.
 func (w *batchWriter) wait() {
 	for i := range w.wgs {
 		w.wgs[i].Wait()
 	}
+	w.syncs.Wait()
 }
 
 // commit writes what is buffered and fdatasyncs every live target. The

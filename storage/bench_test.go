@@ -65,7 +65,7 @@ func (p *patternReader) Read(b []byte) (int, error) {
 func TestBenchReplicationWrite(t *testing.T) {
 	testenv.RequireTool(t, "dd", "coreutils")
 	const amount = 512 << 20
-	const rounds = 3
+	const rounds = 5
 	k := newTestKeys(t)
 	var paths []string
 	for range 4 {

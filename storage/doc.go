@@ -6,7 +6,9 @@
 // and scrub/repair.
 //
 // I/O: a writer opens each drive exclusively with O_DIRECT and fdatasyncs
-// every batch before it is acknowledged. Records already durable are read
+// every batch before it is acknowledged; a batch of more than 16 MiB also
+// starts a background flush of each drive every 16 MiB (write-behind, see
+// writeBehindBytes), so the final fdatasync has little left. Records already durable are read
 // back (Get) through a second, read-only handle that uses the page cache,
 // as read-only openers (audit, catalog rebuild) do: the kernel reads ahead,
 // and direct writes invalidate the pages they cover. Recovery, index

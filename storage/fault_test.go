@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -26,6 +28,7 @@ type faultDev struct {
 	syncs      bool
 	reads      bool
 	writesLeft int
+	synced     atomic.Int64 // Sync calls, failed ones included
 }
 
 func (f *faultDev) arm(err error, writes, syncs, reads bool, after int) {
@@ -55,6 +58,7 @@ func (f *faultDev) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *faultDev) Sync() error {
+	f.synced.Add(1)
 	if err := f.failing(&f.syncs); err != nil {
 		return err
 	}
@@ -158,6 +162,55 @@ func TestFaultEIO(t *testing.T) {
 		}
 	}
 	appendItems(t, v, r, 10)
+	v.Close()
+	replicasEqual(t, paths)
+}
+
+// A batch larger than writeBehindBytes flushes each drive while it is
+// still being written (small batches do not), and a flush that fails there
+// fails its drive as commit's would, the vault going on with the others.
+func TestWriteBehind(t *testing.T) {
+	k := newTestKeys(t)
+	paths := imageDrives(t, k, 4, 64<<20)
+	v, fs := openFaulty(t, k, paths, 3)
+	r := mrand.New(mrand.NewPCG(21, 22))
+	syncs := func() []int64 {
+		var n []int64
+		for _, p := range paths {
+			n = append(n, fs.devs[p].synced.Load())
+		}
+		return n
+	}
+	before := syncs()
+	items := appendItems(t, v, r, 1000, 300000)
+	small := syncs() // the batch's and its superblock's
+	for i := range small {
+		small[i] -= before[i]
+	}
+	fs.devs[paths[1]].arm(syscall.EIO, false, true, false, 0)
+	before = syncs()
+	big := randBytes(r, 3*writeBehindBytes+12345)
+	idx, err := v.Append(context.Background(), Record{Type: TypeItem, Meta: []byte("big"), Body: bytes.NewReader(big)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items[idx[0]] = item{meta: []byte("big"), sum: sha256.Sum256(big), size: int64(len(big))}
+	for i, n := range syncs() {
+		if i == 1 {
+			continue
+		}
+		if n-before[i] <= small[i] {
+			t.Fatalf("drive %d: a %d MiB batch flushed %d times, as a small one (%d): no write-behind", i+1, len(big)>>20, n-before[i], small[i])
+		}
+	}
+	if st, why := stateOf(v, paths[1]); st != StateFailed || !strings.Contains(why, "input/output error") {
+		t.Fatalf("drive 2: %s %q, want failed by its write-behind flush", st, why)
+	}
+	checkItems(t, v, items)
+	v.Close()
+	fs.devs[paths[1]].arm(nil, false, false, false, 0)
+	v = openVault(t, k, paths, 3)
+	checkItems(t, v, items)
 	v.Close()
 	replicasEqual(t, paths)
 }
