@@ -45,6 +45,9 @@ type Appliance struct {
 	mu      sync.Mutex // guards escrow and roster below
 	escrows map[string]*bailiff.Escrow
 	roster  *bailiff.Roster
+	// rosters holds the rosters read off the drives, by digest (records
+	// never change): see rosterByDigest.
+	rosters map[[32]byte]rosterAt
 	userMu  map[string]*sync.Mutex
 
 	escrowIdx map[string]uint64 // user → live escrow record (guarded by mu)

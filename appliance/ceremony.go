@@ -258,8 +258,18 @@ func (a *Appliance) Roster() (*bailiff.Roster, error) {
 	}
 	a.mu.Lock()
 	a.roster = r
+	a.keepRoster(r, idx)
 	a.mu.Unlock()
 	return r, nil
+}
+
+// keepRoster remembers r, read from (or written to) record idx, for
+// rosterByDigest. The caller holds a.mu.
+func (a *Appliance) keepRoster(r *bailiff.Roster, idx uint64) {
+	if a.rosters == nil {
+		a.rosters = map[[32]byte]rosterAt{}
+	}
+	a.rosters[r.Digest()] = rosterAt{r, idx}
 }
 
 // readRecord reads a small record's body whole (rosters, escrow bundles).

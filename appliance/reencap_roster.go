@@ -70,9 +70,23 @@ func (a *Appliance) rosterRecord() (uint64, error) {
 	return idx, nil
 }
 
+// rosterAt is a roster read off the drives and its record.
+type rosterAt struct {
+	r      *bailiff.Roster
+	record uint64
+}
+
 // rosterByDigest finds a roster on the drives (live or superseded) by its
-// digest.
+// digest; it is signed by all its bailiffs.
 func (a *Appliance) rosterByDigest(d [32]byte) (*bailiff.Roster, uint64, error) {
+	// Parsing a roster verifies every bailiff key's self-signatures, and
+	// a job needs its rosters at each step: keep what was read.
+	a.mu.Lock()
+	c, ok := a.rosters[d]
+	a.mu.Unlock()
+	if ok {
+		return c.r, c.record, nil
+	}
 	rs, err := a.cat.ByKind(catalog.KindRoster)
 	if err != nil {
 		return nil, 0, err
@@ -93,6 +107,12 @@ func (a *Appliance) rosterByDigest(d [32]byte) (*bailiff.Roster, uint64, error) 
 			return nil, 0, fmt.Errorf("appliance: roster record %d: %w", rs[i].Record, err)
 		}
 		if r.Digest() == d {
+			if err := r.Verify(); err != nil {
+				return nil, 0, fmt.Errorf("appliance: roster record %d: %w", rs[i].Record, err)
+			}
+			a.mu.Lock()
+			a.keepRoster(r, rs[i].Record)
+			a.mu.Unlock()
 			return r, rs[i].Record, nil
 		}
 	}
@@ -354,6 +374,7 @@ func (a *Appliance) approveRosterChange(ctx context.Context, o RosterChangeOptio
 	}
 	a.mu.Lock()
 	a.roster = next
+	a.keepRoster(next, idx[1])
 	a.escrows = map[string]*bailiff.Escrow{}
 	a.mu.Unlock()
 	say("roster change approved (order record %d); new roster %d of %d is record %d and in force for new escrows", idx[0], next.Threshold, len(next.Bailiffs), idx[1])
@@ -486,8 +507,10 @@ func (a *Appliance) resplitAll(ctx context.Context, q *bailiff.EscrowQuorum, ord
 		job.Bytes += int64(len(body))
 		batch = append(batch, pending{storage.TypeEscrow, catalog.Meta{Kind: catalog.KindEscrow, UserID: t.user, Supersedes: t.rec, Algorithms: escrowAlgorithmsFor(r.esc), Attrs: map[string]string{attrReencap: order.ID()}}, bytes.NewReader(body)})
 		users = append(users, t.user)
-		// Commit what is ready: a batch costs one fsync per drive.
-		if len(batch) >= batchMax || i+1 == len(work) || len(results[i+1]) == 0 {
+		// Commit what is ready, once there is enough of it: a batch costs
+		// an fsync of every drive and CPU the workers would use (committing
+		// each escrow as it came cost ~100 commits per 256 escrows).
+		if len(batch) >= batchMax || i+1 == len(work) || (len(results[i+1]) == 0 && len(batch) >= min(minResplitBatch, batchMax)) {
 			if err := flush(i+1 == len(work)); err != nil {
 				return job, err
 			}
@@ -510,8 +533,11 @@ const (
 	// reencapWorkers is how many objects are rebuilt at once (the
 	// appliance has two cores).
 	reencapWorkers = 2
-	// maxResplitBatch bounds the escrows committed in one batch.
+	// maxResplitBatch bounds the escrows committed in one batch, and
+	// minResplitBatch is how many wait for the next commit once it could
+	// start (--batch lowers both).
 	maxResplitBatch = 64
+	minResplitBatch = 16
 	// resplitAhead bounds the bundles read ahead of the commits.
 	resplitAhead = 2 * maxResplitBatch
 )

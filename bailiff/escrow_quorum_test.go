@@ -368,3 +368,117 @@ func TestRosterVerifyRemembers(t *testing.T) {
 		t.Fatalf("threshold changed after signing: %v", err)
 	}
 }
+
+// openSecret accepts the sealed bytes only when they start with the secret
+// key packet of the bundle's own public key (v4 P-521 and v6 PQ keys).
+func TestSameKeyPacket(t *testing.T) {
+	now := time.Now()
+	keys := map[string]func() (*openpgp.Entity, error){
+		"p521": func() (*openpgp.Entity, error) { return generateP521Entity("a", "", now) },
+		"pq":   func() (*openpgp.Entity, error) { return newPQEntity(now) },
+	}
+	for name, gen := range keys {
+		t.Run(name, func(t *testing.T) {
+			a, err := gen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := gen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pubA, err := publicBytes(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pubB, err := publicBytes(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var secA bytes.Buffer
+			if err := a.SerializePrivateWithoutSigning(&secA, nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				what           string
+				secret, public []byte
+				want           bool
+			}{
+				{"own key", secA.Bytes(), pubA, true},
+				{"another key", secA.Bytes(), pubB, false},
+				{"public key as secret", pubA, pubA, false},
+				{"secret key as public", secA.Bytes(), secA.Bytes(), false},
+				{"truncated secret", secA.Bytes()[:40], pubA, false},
+				{"empty", nil, pubA, false},
+			} {
+				if got := sameKeyPacket(c.secret, c.public); got != c.want {
+					t.Errorf("%s: %v, want %v", c.what, got, c.want)
+				}
+			}
+		})
+	}
+}
+
+// verifyDetached remembers successes only, for the exact key, message and
+// signature, and only for a while; the signer of a signature is tried
+// first when a signature is added.
+func TestVerifyDetachedMemo(t *testing.T) {
+	now := time.Now()
+	a, err := generateP521Entity("a", "", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := generateP521Entity("b", "", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("roster body\n")
+	sig, err := detachSign(a, msg, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the second time from the memo
+		if err := verifyDetached(a, msg, sig); err != nil {
+			t.Fatalf("try %d: %v", i+1, err)
+		}
+		if !verifiedSigs.seen(sigMemoKey(a, msg, sig)) {
+			t.Fatalf("try %d: success not remembered", i+1)
+		}
+	}
+	if err := verifyDetached(a, []byte("roster body!\n"), sig); err == nil {
+		t.Fatal("another message verified with a remembered signature")
+	}
+	if err := verifyDetached(b, msg, sig); err == nil {
+		t.Fatal("another key verified a remembered signature")
+	}
+	if verifiedSigs.seen(sigMemoKey(b, msg, sig)) {
+		t.Fatal("a failure was remembered")
+	}
+
+	clock := now
+	m := &sigMemo{ttl: time.Minute, max: 2, now: func() time.Time { return clock }}
+	k1, k2, k3 := [32]byte{1}, [32]byte{2}, [32]byte{3}
+	m.add(k1)
+	clock = clock.Add(59 * time.Second)
+	if !m.seen(k1) {
+		t.Fatal("forgotten before its time")
+	}
+	clock = clock.Add(2 * time.Second)
+	if m.seen(k1) {
+		t.Fatal("remembered after its time")
+	}
+	m.add(k1)
+	m.add(k2)
+	m.add(k3) // full: starts again
+	if m.seen(k1) || m.seen(k2) || !m.seen(k3) {
+		t.Fatal("the memo grew past its bound")
+	}
+
+	bs := []*BailiffKey{{Fingerprint: Fingerprint(b), entity: b}, {Fingerprint: Fingerprint(a), entity: a}}
+	if got := issuerFirst(bs, sig); got[0].entity != a || got[1].entity != b {
+		t.Fatalf("issuer not first: %s, %s", got[0].Fingerprint, got[1].Fingerprint)
+	}
+	if got := issuerFirst(bs, []byte("not a signature")); got[0].entity != b {
+		t.Fatal("an unreadable signature reordered the bailiffs")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -353,7 +354,16 @@ func normalizeSignature(sig []byte) ([]byte, error) {
 
 // verifyDetached checks sig over msg by e (primary key or a signing
 // subkey), with SHA-256 or stronger.
+//
+// Signatures that verified are remembered for a while (verifiedSigs): a
+// roster's and an order's signatures are checked again at each step of a
+// job (parse, approve, open the quorum, each resume), at several
+// milliseconds per P-521 or ML-DSA verification.
 func verifyDetached(e *openpgp.Entity, msg, sig []byte) error {
+	id := sigMemoKey(e, msg, sig)
+	if verifiedSigs.seen(id) {
+		return nil
+	}
 	signer, err := openpgp.CheckDetachedSignatureAndHash(openpgp.EntityList{e}, bytes.NewReader(msg), bytes.NewReader(sig),
 		[]crypto.Hash{crypto.SHA256, crypto.SHA384, crypto.SHA512, crypto.SHA3_256, crypto.SHA3_512}, nil)
 	if err != nil {
@@ -362,7 +372,55 @@ func verifyDetached(e *openpgp.Entity, msg, sig []byte) error {
 	if signer == nil || !bytes.Equal(signer.PrimaryKey.Fingerprint, e.PrimaryKey.Fingerprint) {
 		return errors.New("signed by another key")
 	}
+	verifiedSigs.add(id)
 	return nil
+}
+
+// sigMemoKey names a (key, message, signature) triple. The primary key's
+// fingerprint names the key: its subkeys are bound to it by signatures
+// only its holder can make, checked when the key was parsed.
+func sigMemoKey(e *openpgp.Entity, msg, sig []byte) [32]byte {
+	m := sha256.Sum256(msg)
+	h := sha256.New()
+	h.Write(e.PrimaryKey.Fingerprint)
+	h.Write(m[:])
+	h.Write(sig)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// sigMemo remembers successful verifications for ttl (a key that expires
+// or is revoked meanwhile is seen at the next verification), at most max
+// of them (then it starts again empty). Failures are never remembered.
+type sigMemo struct {
+	mu  sync.Mutex
+	ok  map[[32]byte]time.Time
+	ttl time.Duration
+	max int
+	now func() time.Time
+}
+
+var verifiedSigs = &sigMemo{ttl: 10 * time.Minute, max: 4096, now: time.Now}
+
+func (m *sigMemo) seen(k [32]byte) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.ok[k]
+	if ok && m.now().Before(t) {
+		return true
+	}
+	delete(m.ok, k)
+	return false
+}
+
+func (m *sigMemo) add(k [32]byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ok == nil || len(m.ok) >= m.max {
+		m.ok = map[[32]byte]time.Time{}
+	}
+	m.ok[k] = m.now().Add(m.ttl)
 }
 
 // armorBytes armors b with the given block type.

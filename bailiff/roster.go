@@ -98,18 +98,8 @@ func (r *Roster) index(fingerprint string) int {
 // `gpg --detach-sign roster.txt`) over Body() against every bailiff and
 // records it for the one who made it. It returns that bailiff.
 func (r *Roster) AddSignature(sig []byte) (*BailiffKey, error) {
-	sig, err := normalizeSignature(sig)
-	if err != nil {
-		return nil, fmt.Errorf("bailiff: roster signature: %w", err)
-	}
-	body := r.Body()
-	for _, b := range r.Bailiffs {
-		if verifyDetached(b.entity, body, sig) == nil {
-			r.Signatures[b.Fingerprint] = sig
-			return b, nil
-		}
-	}
-	return nil, errors.New("bailiff: roster signature does not verify against any bailiff on the roster; sign the exact roster bytes with `gpg --detach-sign`")
+	return addBailiffSignature(r.Signatures, r, r.Body(), sig, "roster",
+		"bailiff: roster signature does not verify against any bailiff on the roster; sign the exact roster bytes with `gpg --detach-sign`")
 }
 
 // Verify checks the roster is signed by every bailiff on it (a roster binds

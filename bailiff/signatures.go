@@ -1,10 +1,14 @@
 package bailiff
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"coffre/bailiff/internal/canon"
 )
@@ -37,13 +41,58 @@ func addBailiffSignature(sigs map[string][]byte, r *Roster, body, sig []byte, wh
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: %s signature: %w", what, err)
 	}
-	for _, b := range r.Bailiffs {
+	for _, b := range issuerFirst(r.Bailiffs, sig) {
 		if verifyDetached(b.entity, body, sig) == nil {
 			sigs[b.Fingerprint] = sig
 			return b, nil
 		}
 	}
 	return nil, errors.New(none)
+}
+
+// issuerFirst orders bs so that the bailiff the signature names as its
+// issuer (fingerprint or key id, of the primary key or a subkey) comes
+// first: the others are tried only if it does not verify, each try a
+// public-key verification.
+func issuerFirst(bs []*BailiffKey, sig []byte) []*BailiffKey {
+	p, err := readPacket(bytes.NewReader(sig))
+	s, ok := p.(*packet.Signature)
+	if err != nil || !ok {
+		return bs
+	}
+	issued := func(k *packet.PublicKey) bool {
+		if s.IssuerFingerprint != nil {
+			return bytes.Equal(s.IssuerFingerprint, k.Fingerprint)
+		}
+		return s.IssuerKeyId != nil && *s.IssuerKeyId == k.KeyId
+	}
+	out := slices.Clone(bs)
+	slices.SortStableFunc(out, func(a, b *BailiffKey) int {
+		ia, ib := issuedBy(a.entity, issued), issuedBy(b.entity, issued)
+		switch {
+		case ia && !ib:
+			return -1
+		case ib && !ia:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func issuedBy(e *openpgp.Entity, issued func(*packet.PublicKey) bool) bool {
+	if e == nil {
+		return false
+	}
+	if issued(e.PrimaryKey) {
+		return true
+	}
+	for _, sk := range e.Subkeys {
+		if issued(sk.PublicKey) {
+			return true
+		}
+	}
+	return false
 }
 
 // countBailiffSignatures checks every signature is by a bailiff of r and
