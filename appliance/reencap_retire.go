@@ -63,13 +63,9 @@ func (a *Appliance) Retired() (map[uint64]uint64, error) {
 		if e.Meta.Attrs["step"] != bailiff.ActionRetire {
 			continue
 		}
-		b, err := a.readRecord(e.Record)
+		o, err := a.reencapOrderAt(e.Record, "retirement record")
 		if err != nil {
-			return nil, fmt.Errorf("appliance: retirement record %d: %w", e.Record, err)
-		}
-		o, err := bailiff.ParseReencapOrder(b)
-		if err != nil {
-			return nil, fmt.Errorf("appliance: retirement record %d: %w", e.Record, err)
+			return nil, err
 		}
 		for _, r := range o.Records {
 			if _, ok := out[r]; !ok {
@@ -239,4 +235,17 @@ func (a *Appliance) Retire(ctx context.Context, o RetireOptions) (*RetireResult,
 	res.Records, res.Record = slices.Clone(cands), idx
 	a.Log.Info("superseded records retired", "records", len(cands), "record", idx, "order", res.Order)
 	return res, nil
+}
+
+// reencapOrderAt reads and parses the re-encapsulation order held by
+// record rec; what names the record in errors.
+func (a *Appliance) reencapOrderAt(rec uint64, what string) (*bailiff.ReencapOrder, error) {
+	b, err := a.readRecord(rec)
+	if err == nil {
+		var o *bailiff.ReencapOrder
+		if o, err = bailiff.ParseReencapOrder(b); err == nil {
+			return o, nil
+		}
+	}
+	return nil, fmt.Errorf("appliance: %s %d: %w", what, rec, err)
 }

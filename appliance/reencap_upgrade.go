@@ -101,14 +101,57 @@ func (a *Appliance) putUpgradeJob(j *UpgradeJob) {
 	}
 }
 
-// UpgradeStatus returns the algorithm upgrade job's state, if any.
+// UpgradeStatus returns the algorithm upgrade job's state, if any. A
+// running job's item count is recounted from the drives: the saved state
+// is written after each batch is durable, so a crash between the two
+// leaves it behind (the resume itself always works from the drives). The
+// state names its order before the order is recorded, so the users of the
+// run are those of that order on the drives, or nobody yet.
 func (a *Appliance) UpgradeStatus() (*UpgradeJob, bool, error) {
 	b, ok, err := a.cat.Job(upgradeJobID)
 	if err != nil || !ok {
 		return nil, ok, err
 	}
 	var j UpgradeJob
-	return &j, true, json.Unmarshal(b, &j)
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, true, fmt.Errorf("appliance: upgrade job state: %w", err)
+	}
+	if j.Status != "running" || j.Order == "" {
+		return &j, true, nil
+	}
+	users, err := a.upgradeOrderUsers(j.Order)
+	if err != nil || users == nil {
+		return &j, true, err
+	}
+	left, err := a.countUpgradeItems(users)
+	if err != nil {
+		return nil, true, err
+	}
+	j.Done = min(max(j.Total-left, j.Done), j.Total)
+	return &j, true, nil
+}
+
+// upgradeOrderUsers returns the users of the upgrade order with this
+// digest (hex) if it is on the drives, else nil.
+func (a *Appliance) upgradeOrderUsers(digest string) ([]string, error) {
+	es, err := a.cat.ByKind(catalog.KindReencap)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range es {
+		if e.Meta.Attrs["step"] != "order" || e.Meta.Attrs["action"] != bailiff.ActionUpgrade || e.Meta.Attrs["order"] != digest {
+			continue
+		}
+		o, err := a.reencapOrderAt(e.Record, "upgrade order record")
+		if err != nil {
+			return nil, err
+		}
+		if d := o.Digest(); hex.EncodeToString(d[:]) != digest {
+			return nil, fmt.Errorf("appliance: record %d does not hold the upgrade order its meta names", e.Record)
+		}
+		return o.Users, nil
+	}
+	return nil, nil
 }
 
 // escrowAlgorithmsFor names what protects an escrow bundle, as its catalog
@@ -315,6 +358,7 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 		defer close(ch)
 		perr <- a.produceUpgrade(pctx, q, r, od, users, live, o.BatchItems, ch)
 	}()
+	a.putUpgradeJob(job) // names the order before it can be on the drives (see UpgradeStatus)
 	if _, err := a.commit(ctx, storage.TypeReencap, catalog.Meta{Kind: catalog.KindReencap,
 		Attrs: map[string]string{"step": "order", "action": bailiff.ActionUpgrade, "order": job.Order}}, bytes.NewReader(order.Marshal())); err != nil {
 		cancel()
@@ -324,7 +368,6 @@ func (a *Appliance) Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeJob,
 		<-perr
 		return nil, fmt.Errorf("appliance: recording the upgrade order: %w", err)
 	}
-	a.putUpgradeJob(job)
 	a.Log.Info("algorithm upgrade", "users", len(users), "items", todo, "target", bailiff.AlgKeyPQ, "order", job.Order)
 	finished := 0
 	var cerr error

@@ -492,6 +492,13 @@ func TestAlgorithmUpgradeResumesAfterKill(t *testing.T) {
 		} else if crash.betweenBatches() {
 			t.Fatalf("cycle %d: killed at %v, but %s has %d escrows and %d of %d items upgraded: not part-way", i, crash, user, len(s.escrows), s.pqItems, perUser)
 		}
+		// Status counts the items the drives hold upgraded, whatever the
+		// saved state had time to record.
+		if j, ok, err := a.UpgradeStatus(); err != nil {
+			t.Fatal(err)
+		} else if ok && j.Status == "running" && (j.Total != perUser || j.Done != s.pqItems) {
+			t.Fatalf("cycle %d: status says %d of %d items, the drives hold %d of %d upgraded", i, j.Done, j.Total, s.pqItems, perUser)
+		}
 		// A restitution of a user left half-way is refused, not partial.
 		if len(s.escrows) == 2 {
 			_, err := a.Restitute(context.Background(), appliance.RestituteOptions{UserID: user, Beneficiary: mustRead(t, e.path("ceremony", "B1.pub.asc")), Reference: "test",

@@ -91,7 +91,7 @@ type RekeyOptions struct {
 // older than the newest are re-encrypted under it. With o.NewEpoch it
 // first creates a fresh record key epoch.
 func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error) {
-	max, progress := o.Max, o.Progress
+	limit, progress := o.Max, o.Progress
 	perBatch := rekeyBatchRecords
 	if o.Batch > 0 {
 		perBatch = min(o.Batch, rekeyBatchRecords)
@@ -132,14 +132,16 @@ func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error
 	if old, ok, _ := a.cat.Job(rekeyJobID); ok {
 		var prev RekeyJob
 		if json.Unmarshal(old, &prev) == nil && prev.Epoch == epoch {
-			job.Total, job.Done, job.Started = prev.Done+len(todo), prev.Done, prev.Started
+			// Done is what the drives show done (the saved count may lag).
+			job.Total = max(prev.Total, prev.Done+len(todo))
+			job.Done, job.Started = job.Total-len(todo), prev.Started
 		}
 	}
 	a.putJob(job)
 	a.Log.Info("record-layer rekey", "epoch", epoch, "records", len(todo), "bytes", bytes)
 	sort.Slice(todo, func(i, j int) bool { return todo[i] < todo[j] })
-	if max >= 0 && len(todo) > max {
-		todo = todo[:max] // a bounded maintenance window; the rest resumes later
+	if limit >= 0 && len(todo) > limit {
+		todo = todo[:limit] // a bounded maintenance window; the rest resumes later
 	}
 	// A reader goroutine fetches the records ahead (bounded) while this
 	// one commits: small records go in batches (one sync per drive for
@@ -358,14 +360,37 @@ func (a *Appliance) putJob(j *RekeyJob) {
 	}
 }
 
-// RekeyStatus returns the rekey job's state, if any.
+// RekeyStatus returns the rekey job's state, if any. A running job's
+// progress is recounted from the drives: the saved state is written after
+// each batch is durable, so a crash between the two leaves it behind (the
+// resume itself always works from the drives).
 func (a *Appliance) RekeyStatus() (*RekeyJob, bool, error) {
 	b, ok, err := a.cat.Job(rekeyJobID)
 	if err != nil || !ok {
 		return nil, ok, err
 	}
 	var j RekeyJob
-	return &j, true, json.Unmarshal(b, &j)
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, true, fmt.Errorf("appliance: rekey job state: %w", err)
+	}
+	if j.Status != "running" {
+		return &j, true, nil
+	}
+	epochs, err := a.RecordEpochs()
+	if err != nil {
+		return nil, true, err
+	}
+	left := 0
+	for e, n := range epochs {
+		if e < j.Epoch {
+			left += n
+		}
+	}
+	j.Done = min(max(j.Total-left, j.Done), j.Total)
+	if left == 0 && j.Epoch == a.currentEpoch() {
+		j.Status = "done"
+	}
+	return &j, true, nil
 }
 
 // addRecordEpoch seals a fresh record key for the next epoch.

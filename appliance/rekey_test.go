@@ -87,6 +87,12 @@ func TestRekeyResumesAfterKill(t *testing.T) {
 		} else if crash.betweenBatches() {
 			t.Fatalf("cycle %d: killed at %v, but the job is not part-way (live records by epoch %v)", i, crash, mid)
 		}
+		// Status counts what the drives hold, not the saved state.
+		if job, ok, err := a.RekeyStatus(); err != nil || !ok || job.Epoch != uint32(i+1) {
+			t.Fatalf("cycle %d: status %+v %v %v", i, job, ok, err)
+		} else if left := before[0] - mid[uint32(i+1)]; job.Done != job.Total-left || (job.Status == "done") != (left == 0) {
+			t.Fatalf("cycle %d: status says %d of %d done (%s), the drives %d left under older epochs", i, job.Done, job.Total, job.Status, left)
+		}
 		a.Close()
 		e.coffre("reencap", "run", "--state", e.state, "--kind", "record")
 		a = openA()
