@@ -27,6 +27,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/x448"
 
 	"coffre/appliance"
+	"coffre/bailiff"
 	"coffre/internal/benchrow"
 )
 
@@ -80,10 +81,11 @@ func TestBenchUpgrade(t *testing.T) {
 		var t0, t1, tFirst time.Time
 		var c0, c1 time.Duration
 		var firstDone int
+		bailiff.ForgetVerifiedSignatures() // each job is a new `coffre` process
 		job, err := a.Upgrade(context.Background(), appliance.UpgradeOptions{
 			At: day2036, Users: users, Bailiffs: e.bailiffSecrets(1, 2),
-			Say: func(format string, _ ...any) {
-				if strings.HasPrefix(format, "upgrade order signed") {
+			Say: func(format string, args ...any) {
+				if strings.HasPrefix(fmt.Sprintf(format, args...), "upgrade order signed") {
 					t0, c0 = time.Now(), cpuTime() // the last signature starts the window
 				}
 			},
@@ -99,6 +101,9 @@ func TestBenchUpgrade(t *testing.T) {
 		}
 		if job.Status != "done" || job.UsersDone != usersPerRound {
 			t.Fatalf("job %+v", job)
+		}
+		if t0.IsZero() || t1.IsZero() {
+			t.Fatal("the job never said it signed the order, or never progressed: no window to time")
 		}
 		n, usersIn, batches = job.Done, usersPerRound, usersPerRound // one batch per user
 		p := pair{ours: float64(n) / t1.Sub(t0).Seconds()}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"coffre/appliance"
+	"coffre/bailiff"
 	"coffre/internal/benchrow"
 )
 
@@ -144,6 +145,7 @@ func TestBenchReencapQuorum(t *testing.T) {
 	rotate := func() {
 		a := e.open()
 		defer a.Close()
+		bailiff.ForgetVerifiedSignatures() // each job is a new `coffre` process
 		job, err := a.RotateEscrows(context.Background(), appliance.RotationOptions{Users: userIDs, Max: -1,
 			Unlock: appliance.QuorumUnlock{Bailiffs: []appliance.BailiffSecret{secret(1), secret(2)}}})
 		if err != nil || job.Status != "done" || job.Total != users*per {
@@ -193,6 +195,7 @@ func TestBenchReencapQuorum(t *testing.T) {
 			t.Fatal(err)
 		}
 		var job *appliance.ReencapJob
+		bailiff.ForgetVerifiedSignatures() // each job is a new `coffre` process
 		w, c := measure(func() {
 			job, err = a.RosterChange(context.Background(), appliance.RosterChangeOptions{NewRoster: next.Marshal(), NewBailiffs: []appliance.BailiffSecret{secret(out)}, Max: -1,
 				Unlock: appliance.QuorumUnlock{Bailiffs: []appliance.BailiffSecret{secret(1), secret(2)}}})

@@ -403,6 +403,15 @@ type sigMemo struct {
 
 var verifiedSigs = &sigMemo{ttl: 10 * time.Minute, max: 4096, now: time.Now}
 
+// ForgetVerifiedSignatures drops the remembered verifications: every
+// signature is verified afresh from now on (benchmarks of a first
+// verification use it).
+func ForgetVerifiedSignatures() {
+	verifiedSigs.mu.Lock()
+	defer verifiedSigs.mu.Unlock()
+	verifiedSigs.ok = nil
+}
+
 func (m *sigMemo) seen(k [32]byte) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
