@@ -379,36 +379,33 @@ func TestSameKeyPacket(t *testing.T) {
 	}
 	for name, gen := range keys {
 		t.Run(name, func(t *testing.T) {
-			a, err := gen()
-			if err != nil {
-				t.Fatal(err)
+			// pub and sec of a fresh key
+			key := func() (pub, sec []byte) {
+				k, err := gen()
+				if err == nil {
+					pub, err = publicBytes(k)
+				}
+				var b bytes.Buffer
+				if err == nil {
+					err = k.SerializePrivateWithoutSigning(&b, nil)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pub, b.Bytes()
 			}
-			b, err := gen()
-			if err != nil {
-				t.Fatal(err)
-			}
-			pubA, err := publicBytes(a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pubB, err := publicBytes(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var secA bytes.Buffer
-			if err := a.SerializePrivateWithoutSigning(&secA, nil); err != nil {
-				t.Fatal(err)
-			}
+			pubA, secA := key()
+			pubB, _ := key()
 			for _, c := range []struct {
 				what           string
 				secret, public []byte
 				want           bool
 			}{
-				{"own key", secA.Bytes(), pubA, true},
-				{"another key", secA.Bytes(), pubB, false},
+				{"own key", secA, pubA, true},
+				{"another key", secA, pubB, false},
 				{"public key as secret", pubA, pubA, false},
-				{"secret key as public", secA.Bytes(), secA.Bytes(), false},
-				{"truncated secret", secA.Bytes()[:40], pubA, false},
+				{"secret key as public", secA, secA, false},
+				{"truncated secret", secA[:40], pubA, false},
 				{"empty", nil, pubA, false},
 			} {
 				if got := sameKeyPacket(c.secret, c.public); got != c.want {
