@@ -3,7 +3,6 @@ package bailiff
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -444,5 +443,3 @@ func (e *Escrow) openKey(shares []shamir.Share, now time.Time) (*openpgp.Entity,
 // ErrWrongEscrow means an escrow, order or share is not for the user or
 // roster at hand.
 var ErrWrongEscrow = errors.New("bailiff: escrow does not match")
-
-func digestHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }

@@ -28,6 +28,7 @@ func TestPairwise(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	//lint:ignore SA1019 a mismatched key pair can only be built from the raw fields
 	mixed := &ecdsa.PrivateKey{PublicKey: other.PublicKey, D: pk.D}
 	if err := hsm.PairwiseECDSA(mixed); !errors.Is(err, hsm.ErrPairwise) {
 		t.Fatalf("mismatched ECDSA key = %v, want ErrPairwise", err)

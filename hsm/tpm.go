@@ -2,7 +2,6 @@ package hsm
 
 import (
 	"bytes"
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -130,10 +128,11 @@ func (b *tpmBody) pcrs() []uint {
 func (b *tpmBody) signerPub() (*ecdsa.PublicKey, error) {
 	raw := append([]byte{4}, b.signerX[:]...)
 	raw = append(raw, b.signerY[:]...)
-	if _, err := ecdh.P256().NewPublicKey(raw); err != nil {
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	if err != nil {
 		return nil, fmt.Errorf("hsm: TPM keystore header: policy signer is not a P-256 point")
 	}
-	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(b.signerX[:]), Y: new(big.Int).SetBytes(b.signerY[:])}, nil
+	return pub, nil
 }
 
 // signerTPMPublic is the TPMT_PUBLIC of the policy signer as loaded with

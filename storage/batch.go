@@ -153,16 +153,6 @@ func (w *batchWriter) live() int {
 	return n
 }
 
-func (w *batchWriter) liveDrives() []*drive {
-	var out []*drive
-	for _, t := range w.ts {
-		if t.failed() == nil {
-			out = append(out, t.d)
-		}
-	}
-	return out
-}
-
 func (w *batchWriter) errs() error {
 	var errs []error
 	for _, t := range w.ts {

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"coffre/bailiff"
 )
 
 // TestRegenerateVectors rewrites testdata/policy/ (run with
@@ -72,3 +76,9 @@ func lastLine(s string) string {
 	s = strings.TrimSuffix(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:] + "\n"
 }
+
+func signDetachedForTest(k *openpgp.Entity, body []byte) ([]byte, error) {
+	return bailiff.SignDetached(k, body, time.Now())
+}
+
+func fingerprintForTest(k *openpgp.Entity) string { return bailiff.Fingerprint(k) }

@@ -10,18 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-
 	"coffre/bailiff"
 )
 
 const vectorDir = "../../testdata/policy"
-
-func signDetachedForTest(k *openpgp.Entity, body []byte) ([]byte, error) {
-	return bailiff.SignDetached(k, body, time.Now())
-}
-
-func fingerprintForTest(k *openpgp.Entity) string { return bailiff.Fingerprint(k) }
 
 // TestVectors replays testdata/policy/vectors.txt: one subtest per line
 // "file expect [roster]", expect one of valid (parses), verified (parses

@@ -71,7 +71,7 @@ func (im *fatImage) lfn(first5 string) int64 {
 		pat = binary.LittleEndian.AppendUint16(pat, r)
 	}
 	i := bytes.Index(im.b, pat)
-	if i < 1 || bytes.Index(im.b[i+1:], pat) >= 0 {
+	if i < 1 || bytes.Contains(im.b[i+1:], pat) {
 		im.t.Fatalf("long name %q not found exactly once", first5)
 	}
 	return int64(i - 1)

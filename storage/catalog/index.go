@@ -202,10 +202,6 @@ func eachDerivedKey(buf []byte, idx uint64, m *Meta, fn func(k []byte) error) ([
 	return buf, nil
 }
 
-func itemKey(user, item string, version uint32, idx uint64) []byte {
-	return appendItemKey(make([]byte, 0, 1+len(user)+1+len(item)+1+4+8), user, item, version, idx)
-}
-
 func appendItemKey(k []byte, user, item string, version uint32, idx uint64) []byte {
 	k = append(k, pItem)
 	k = append(k, user...)
