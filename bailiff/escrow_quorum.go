@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -34,9 +33,6 @@ type EscrowQuorum struct {
 	owned  []bool                                     // keys[i] was opened here (Close wipes it)
 	cards  map[[shamir.SplitIDLen]byte][]shamir.Share // share cards by split id
 	now    func() time.Time
-
-	mu       sync.Mutex // guards verified (Resplit runs on several goroutines)
-	verified [32]byte   // digest of the new roster already verified
 }
 
 // NewEscrowQuorum starts the unlock of a job: the order must carry k valid
@@ -245,7 +241,7 @@ func (q *EscrowQuorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 	if q.order.Kind != ReencapRosterChange || next.Digest() != q.order.NewRoster {
 		return nil, fmt.Errorf("%w: the order does not move the escrows to this roster", ErrWrongEscrow)
 	}
-	if err := q.verifyNext(next); err != nil {
+	if err := next.Verify(); err != nil {
 		return nil, err
 	}
 	shares, err := q.shares(esc)
@@ -271,23 +267,6 @@ func (q *EscrowQuorum) Resplit(esc *Escrow, next *Roster) (*Escrow, error) {
 		return nil, err
 	}
 	return &ne, nil
-}
-
-// verifyNext checks the new roster of a roster change is signed by all its
-// bailiffs, once per quorum (each Resplit would otherwise verify n
-// signatures again).
-func (q *EscrowQuorum) verifyNext(next *Roster) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	d := next.Digest()
-	if q.verified == d {
-		return nil
-	}
-	if err := next.Verify(); err != nil {
-		return err
-	}
-	q.verified = d
-	return nil
 }
 
 // sealAndSplit seals secret (the escrow's secret key) under a fresh K and

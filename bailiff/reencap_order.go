@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -45,7 +44,6 @@ type ReencapOrder struct {
 	Users        []string // ascending, distinct (ActionUpgrade)
 	Records      []uint64 // ascending, distinct (ActionRetire)
 	Signatures   map[string][]byte
-	verified     atomic.Value // [32]byte: SHA-256 of the order and roster when Verify last succeeded
 }
 
 // NewReencapOrder drafts an order for the bailiffs to sign. users and
@@ -160,20 +158,6 @@ func (o *ReencapOrder) AddSignature(r *Roster, sig []byte) (*BailiffKey, error) 
 // carries valid signatures by at least k distinct bailiffs of the roster.
 // A signature by a key not on the roster is an error.
 func (o *ReencapOrder) Verify(r *Roster) error {
-	// Remember the exact order and roster that verified (a job checks the
-	// order more than once).
-	memo := sha256.Sum256(append(o.Marshal(), r.Marshal()...))
-	if v, ok := o.verified.Load().([32]byte); ok && v == memo {
-		return nil
-	}
-	if err := o.verify(r); err != nil {
-		return err
-	}
-	o.verified.Store(memo)
-	return nil
-}
-
-func (o *ReencapOrder) verify(r *Roster) error {
 	if o.VaultID != r.VaultID {
 		return fmt.Errorf("%w: reencap order is for another vault", ErrWrongEscrow)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"coffre/bailiff/internal/canon"
@@ -23,7 +22,6 @@ type Roster struct {
 	// Signatures maps a bailiff fingerprint to its binary detached
 	// signature over Body().
 	Signatures map[string][]byte
-	verified   atomic.Value // [32]byte: SHA-256 of Marshal() when Verify last succeeded
 }
 
 // ErrRosterUnsigned means some bailiff has not (validly) signed the roster.
@@ -105,22 +103,11 @@ func (r *Roster) AddSignature(sig []byte) (*BailiffKey, error) {
 // Verify checks the roster is signed by every bailiff on it (a roster binds
 // all n: each bailiff attests the whole list and threshold). It returns
 // ErrRosterUnsigned wrapped with the names of those missing.
+//
+// A roster is verified many times (every escrow made, every order and
+// quorum checked): verifyDetached remembers the signatures that verified,
+// so only the first check of given bytes pays for the public-key work.
 func (r *Roster) Verify() error {
-	// A roster is verified many times (every escrow made, every order and
-	// quorum checked, up to k·n ECDSA verifications each): remember the
-	// bytes that verified, and verify again only if they changed.
-	all := sha256.Sum256(r.Marshal())
-	if v, ok := r.verified.Load().([32]byte); ok && v == all {
-		return nil
-	}
-	if err := r.verify(); err != nil {
-		return err
-	}
-	r.verified.Store(all)
-	return nil
-}
-
-func (r *Roster) verify() error {
 	body := r.Body()
 	var missing []string
 	for _, b := range r.Bailiffs {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"coffre/bailiff/internal/canon"
@@ -50,8 +49,8 @@ func addBailiffSignature(sigs map[string][]byte, r *Roster, body, sig []byte, wh
 	return nil, errors.New(none)
 }
 
-// issuerFirst orders bs so that the bailiff the signature names as its
-// issuer (fingerprint or key id, of the primary key or a subkey) comes
+// issuerFirst returns bs with the bailiff the signature names as its
+// issuer (fingerprint or key id, of the primary key or a subkey) moved
 // first: the others are tried only if it does not verify, each try a
 // public-key verification.
 func issuerFirst(bs []*BailiffKey, sig []byte) []*BailiffKey {
@@ -66,33 +65,19 @@ func issuerFirst(bs []*BailiffKey, sig []byte) []*BailiffKey {
 		}
 		return s.IssuerKeyId != nil && *s.IssuerKeyId == k.KeyId
 	}
-	out := slices.Clone(bs)
-	slices.SortStableFunc(out, func(a, b *BailiffKey) int {
-		ia, ib := issuedBy(a.entity, issued), issuedBy(b.entity, issued)
-		switch {
-		case ia && !ib:
-			return -1
-		case ib && !ia:
-			return 1
+	for i, b := range bs {
+		if b.entity == nil {
+			continue
 		}
-		return 0
-	})
-	return out
-}
-
-func issuedBy(e *openpgp.Entity, issued func(*packet.PublicKey) bool) bool {
-	if e == nil {
-		return false
-	}
-	if issued(e.PrimaryKey) {
-		return true
-	}
-	for _, sk := range e.Subkeys {
-		if issued(sk.PublicKey) {
-			return true
+		keys := []*packet.PublicKey{b.entity.PrimaryKey}
+		for _, sk := range b.entity.Subkeys {
+			keys = append(keys, sk.PublicKey)
+		}
+		if slices.ContainsFunc(keys, issued) {
+			return append([]*BailiffKey{b}, slices.Delete(slices.Clone(bs), i, i+1)...)
 		}
 	}
-	return false
+	return bs
 }
 
 // countBailiffSignatures checks every signature is by a bailiff of r and

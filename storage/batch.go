@@ -378,7 +378,7 @@ func (w *batchWriter) fanout(wg *sync.WaitGroup, segs []seg) {
 // one is still running. The device (or a loop device's backing file, whose
 // dirty pages would otherwise all wait for commit) writes out while the
 // rest of the batch is sealed, and commit's fdatasync finds little left to
-// do: 0.68 → 0.9 of dd's rate on four loop devices (make bench). Batches
+// do: 0.68 → 0.83–0.87 of dd's rate on four loop devices (make bench). Batches
 // smaller than this, the common case, pay no extra flush. A failed flush
 // fails the drive as commit's would. (RocksDB's bytes_per_sync is the same
 // idea.)
