@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -59,9 +60,12 @@ type Appliance struct {
 
 	// appendMu serialises appends to the drives; groupQueue holds batches
 	// waiting to be written together (group commit, see commitBatch).
-	appendMu   sync.Mutex
-	groupMu    sync.Mutex
-	groupQueue []*commitReq
+	// appendWaiting counts callers of commitBatch waiting for appendMu, so
+	// a long run of batches (commitEach) lets them in.
+	appendMu      sync.Mutex
+	appendWaiting atomic.Int32
+	groupMu       sync.Mutex
+	groupQueue    []*commitReq
 
 	inflightMu sync.Mutex
 	inflight   map[string]bool // upload ids being stored

@@ -313,7 +313,7 @@ func (a *Appliance) commit(ctx context.Context, t storage.RecordType, meta catal
 func (a *Appliance) commitBatch(ctx context.Context, ps []pending) ([]uint64, error) {
 	req := &commitReq{ps: ps, groupable: groupable(ps)}
 	if !req.groupable {
-		a.appendMu.Lock()
+		a.lockAppend()
 		defer a.appendMu.Unlock()
 		a.commitGroup(ctx, []*commitReq{req})
 		return req.idx, req.err
@@ -321,7 +321,7 @@ func (a *Appliance) commitBatch(ctx context.Context, ps []pending) ([]uint64, er
 	a.groupMu.Lock()
 	a.groupQueue = append(a.groupQueue, req)
 	a.groupMu.Unlock()
-	a.appendMu.Lock()
+	a.lockAppend()
 	defer a.appendMu.Unlock()
 	a.groupMu.Lock()
 	if req.done {
@@ -399,8 +399,31 @@ func (a *Appliance) commitGroup(ctx context.Context, group []*commitReq) {
 		finish(err)
 		return
 	}
+	n := 0
+	for _, r := range group {
+		if r.err == nil {
+			r.idx = idx[n : n+len(r.ps) : n+len(r.ps)]
+			n += len(r.ps)
+		}
+	}
+	a.indexAppended(all, idx)
+	finish(nil)
+}
+
+// lockAppend takes appendMu, telling a run of commitEach that a caller
+// waits for it.
+func (a *Appliance) lockAppend() {
+	a.appendWaiting.Add(1)
+	a.appendMu.Lock()
+	a.appendWaiting.Add(-1)
+}
+
+// indexAppended indexes records just appended, and the checkpoint storage
+// appended right after them (so the catalog's watermark keeps up). The
+// caller holds appendMu.
+func (a *Appliance) indexAppended(ps []pending, idx []uint64) {
 	var cr []catalog.Record
-	for i, p := range all {
+	for i, p := range ps {
 		if p.meta.Kind == catalog.KindEscrow {
 			a.mu.Lock()
 			if a.escrowIdx != nil {
@@ -410,21 +433,61 @@ func (a *Appliance) commitGroup(ctx context.Context, group []*commitReq) {
 		}
 		cr = append(cr, catalog.Record{Index: idx[i], Meta: p.meta})
 	}
-	n := 0
-	for _, r := range group {
-		if r.err == nil {
-			r.idx = idx[n : n+len(r.ps) : n+len(r.ps)]
-			n += len(r.ps)
-		}
-	}
-	// Storage appends the batch's signed checkpoint right after it: index
-	// it too, so the catalog's watermark keeps up.
 	cr = append(cr, catalog.Record{Index: idx[len(idx)-1] + 1, Meta: catalog.Meta{Kind: catalog.KindCheckpoint}})
 	if err := a.cat.IndexBatch(cr); err != nil {
 		// The records are durable; the catalog catches up at the next start.
 		a.Log.Error("catalog: indexing stored records failed; they will be indexed at the next start", "record", idx[0], "err", err)
 	}
-	finish(nil)
+}
+
+// commitEach appends a run of batches as commitBatch appends one (without
+// grouping), writing each while the one before it is synced (see
+// storage.Vault.AppendEach): next gives each batch (io.EOF: no more), done
+// is told each batch's indexes, in order, once it is durable and indexed.
+// When another caller waits for the drives, the run pauses after the batch
+// in flight and lets it in. An error ends the run; batches done are
+// durable, the others were not acknowledged.
+func (a *Appliance) commitEach(ctx context.Context, next func() ([]pending, error), done func(idx []uint64) error) error {
+	for {
+		var queue [][]pending // given to storage, not yet done
+		paused := false
+		nextRecs := func() ([]storage.Record, error) {
+			if len(queue) > 0 && a.appendWaiting.Load() > 0 {
+				paused = true
+				return nil, io.EOF
+			}
+			ps, err := next()
+			if err != nil {
+				return nil, err
+			}
+			recs := make([]storage.Record, len(ps))
+			for i, p := range ps {
+				mb, err := catalog.EncodeMeta(p.meta)
+				if err != nil {
+					return nil, err
+				}
+				body := p.body
+				if body == nil {
+					body = bytes.NewReader(nil)
+				}
+				recs[i] = storage.Record{Type: p.typ, Meta: mb, Body: body}
+			}
+			queue = append(queue, ps)
+			return recs, nil
+		}
+		landed := func(idx []uint64) error {
+			ps := queue[0]
+			queue = queue[1:]
+			a.indexAppended(ps, idx)
+			return done(idx)
+		}
+		a.appendMu.Lock()
+		err := a.vault.AppendEach(ctx, nextRecs, landed)
+		a.appendMu.Unlock()
+		if err != nil || !paused {
+			return err
+		}
+	}
 }
 
 func (a *Appliance) receiptPath(uploadID string) string {

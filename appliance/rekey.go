@@ -145,24 +145,37 @@ func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error
 	}
 	// A reader goroutine fetches the records ahead (bounded) while this
 	// one commits: small records go in batches (one sync per drive for
-	// many), a large one streams from the drives alone.
+	// many), a large one streams from the drives alone. Each batch is
+	// written while the one before it is synced (commitEach).
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	batches := make(chan rekeyBatch, 1)
 	go a.readRekeyBatches(rctx, todo, perBatch, batches)
-	for b := range batches {
+	var queue []rekeyBatch // given to commitEach, not yet done
+	defer func() {
+		for _, b := range queue {
+			b.close()
+		}
+	}()
+	next := func() ([]pending, error) {
+		b, ok := <-batches
+		if !ok {
+			return nil, io.EOF
+		}
 		if b.err != nil {
-			return job, b.err
+			return nil, b.err
 		}
 		if err := ctx.Err(); err != nil {
 			b.close()
-			return job, err
+			return nil, err
 		}
-		_, err := a.commitBatch(ctx, b.ps)
+		queue = append(queue, b)
+		return b.ps, nil
+	}
+	done := func([]uint64) error {
+		b := queue[0]
+		queue = queue[1:]
 		b.close()
-		if err != nil {
-			return job, fmt.Errorf("appliance: rekey: records %d..: %w", b.ps[0].meta.Supersedes, err)
-		}
 		job.Done += len(b.ps)
 		job.Bytes += b.bytes
 		if job.Done < job.Total {
@@ -172,6 +185,13 @@ func (a *Appliance) Rekey(ctx context.Context, o RekeyOptions) (*RekeyJob, error
 		if progress != nil {
 			progress(job.Done, job.Total)
 		}
+		return nil
+	}
+	if err := a.commitEach(ctx, next, done); err != nil {
+		if len(queue) > 0 && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("appliance: rekey: records %d..: %w", queue[0].ps[0].meta.Supersedes, err)
+		}
+		return job, err
 	}
 	if err := ctx.Err(); err != nil {
 		return job, err

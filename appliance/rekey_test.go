@@ -258,3 +258,49 @@ func TestRekeyStopsAtUnreadableRecord(t *testing.T) {
 		}
 	}
 }
+
+// A rekey holds the drives for a run of batches; a writer that comes
+// meanwhile (an ingest) gets in between two batches, not after the job.
+func TestRekeyLetsWritersIn(t *testing.T) {
+	e := newVaultSize(t, 128<<20)
+	items := map[string][]byte{}
+	for i := range 30 {
+		b := make([]byte, 3000+i)
+		rand.Read(b)
+		items[fmt.Sprintf("doc%02d", i)] = b
+	}
+	e.ingestItems(items, func(string) string { return "alice" })
+	a := e.open()
+	defer a.Close()
+	wrote := make(chan error, 1)
+	var seen, total int
+	progress := func(done, n int) {
+		total = n
+		select {
+		case err := <-wrote:
+			if err != nil {
+				t.Errorf("write during the rekey: %v", err)
+			}
+			seen = done
+		default:
+		}
+		if done == 1 {
+			go func() { wrote <- appliance.BulkForBench(a, 1, nil) }()
+		}
+	}
+	job, err := a.Rekey(context.Background(), appliance.RekeyOptions{NewEpoch: true, Max: -1, Batch: 1, Progress: progress})
+	if err != nil || job.Status != "done" {
+		t.Fatalf("rekey: %+v %v", job, err)
+	}
+	if seen == 0 || seen >= total {
+		t.Fatalf("the write landed after the rekey's %dth of %d batches, want between two of them", seen, total)
+	}
+	epochs, err := a.RecordEpochs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The write went in under the new epoch; every item under it too.
+	if len(epochs) != 1 || epochs[job.Epoch] == 0 {
+		t.Fatalf("live records by epoch %v, want all under %d", epochs, job.Epoch)
+	}
+}

@@ -20,8 +20,14 @@ const (
 	ringSize = 4
 )
 
+// target is one drive a batch goes to. It keeps the device and the
+// superblock the drive had when the batch began: the batch before it may
+// install a new superblock, or fail the drive, while this one is written
+// (see Vault.AppendEach).
 type target struct {
 	d   *drive
+	dev device
+	sb  *superblock
 	mu  sync.Mutex
 	err error
 
@@ -33,6 +39,10 @@ func (t *target) failed() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.err
+}
+
+func (t *target) errf(err error) error {
+	return &DriveError{UUID: t.sb.UUID, Slot: t.sb.Slot, Path: t.d.path, Index: -1, Err: err}
 }
 
 func (t *target) fail(err error) {
@@ -90,10 +100,12 @@ type hashJob struct {
 	done chan struct{}   // closed when every earlier job is done
 }
 
+// newBatchWriter starts a batch at start on the drives ds; the caller
+// holds mu (it reads their device and superblock).
 func newBatchWriter(ds []*drive, start int64, quorum int) *batchWriter {
 	w := &batchWriter{base: start, quorum: quorum}
 	for _, d := range ds {
-		w.ts = append(w.ts, &target{d: d})
+		w.ts = append(w.ts, &target{d: d, dev: d.dev, sb: d.sb})
 	}
 	// The other buffers of the ring are taken when the first fills: most
 	// batches (small records, group commits) never need them.
@@ -102,9 +114,10 @@ func newBatchWriter(ds []*drive, start int64, quorum int) *batchWriter {
 }
 
 // freeBufs keeps ring buffers from one batch to the next. Appends hold the
-// vault's lock, so one ring's worth is all that is ever reused; a
-// sync.Pool would keep buffers per P (4 MiB each, per scheduler P).
-var freeBufs = make(chan []byte, ringSize)
+// vault's lock and at most two batches are in flight (see AppendEach), so
+// two rings' worth is all that is ever reused; a sync.Pool would keep
+// buffers per P (4 MiB each, per scheduler P).
+var freeBufs = make(chan []byte, 2*ringSize)
 
 func getBuf() []byte {
 	select {
@@ -358,12 +371,12 @@ func (w *batchWriter) fanout(wg *sync.WaitGroup, segs []seg) {
 				if t.failed() != nil {
 					return
 				}
-				if s.off+int64(len(s.p)) > t.d.sb.DataEnd {
-					t.fail(t.d.errf(-1, fmt.Errorf("%w: record would pass the end of the data area at %d", ErrNoSpace, t.d.sb.DataEnd)))
+				if s.off+int64(len(s.p)) > t.sb.DataEnd {
+					t.fail(t.errf(fmt.Errorf("%w: record would pass the end of the data area at %d", ErrNoSpace, t.sb.DataEnd)))
 					return
 				}
-				if _, err := t.d.dev.WriteAt(s.p, s.off); err != nil {
-					t.fail(t.d.errf(-1, err))
+				if _, err := t.dev.WriteAt(s.p, s.off); err != nil {
+					t.fail(t.errf(err))
 					return
 				}
 				crashpoint.Hit("storage.write")
@@ -391,8 +404,8 @@ func (w *batchWriter) writeBehind(t *target, n int) {
 	t.dirty.Store(0)
 	w.syncs.Go(func() {
 		defer t.syncing.Store(false)
-		if err := t.d.dev.Sync(); err != nil {
-			t.fail(t.d.errf(-1, err))
+		if err := t.dev.Sync(); err != nil {
+			t.fail(t.errf(err))
 		}
 	})
 }
@@ -416,8 +429,8 @@ func (w *batchWriter) commit() {
 			continue
 		}
 		wg.Go(func() {
-			if err := t.d.dev.Sync(); err != nil {
-				t.fail(t.d.errf(-1, err))
+			if err := t.dev.Sync(); err != nil {
+				t.fail(t.errf(err))
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +41,15 @@ type osDevice struct {
 	direct   bool
 	path     string
 	isDevice bool
+
+	// syncMu makes one fdatasync at a time, and syncErr remembers the
+	// first that failed: Linux reports a writeback error to one fsync of
+	// an open file, and a later one succeeds although the pages were
+	// lost. Two batches may sync the same drive at once (a write-behind
+	// flush of one, the commit of the one before, see Vault.AppendEach):
+	// whichever sees the error, both must.
+	syncMu  sync.Mutex
+	syncErr error
 }
 
 // openDevice opens path. For a writer it takes O_EXCL on block devices (the
@@ -199,6 +209,11 @@ func (d *osDevice) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (d *osDevice) Sync() error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if d.syncErr != nil {
+		return d.syncErr
+	}
 	rc, err := d.f.SyscallConn()
 	if err == nil {
 		cerr := rc.Control(func(fd uintptr) {
@@ -213,7 +228,8 @@ func (d *osDevice) Sync() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("storage: fdatasync %s: %w", d.path, err)
+		d.syncErr = fmt.Errorf("storage: fdatasync %s: %w", d.path, err)
+		return d.syncErr
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // faultDev wraps a real device and fails its syscalls on demand, like a
@@ -28,7 +29,43 @@ type faultDev struct {
 	syncs      bool
 	reads      bool
 	writesLeft int
-	synced     atomic.Int64 // Sync calls, failed ones included
+	synced     atomic.Int64  // Sync calls, failed ones included
+	wrote      atomic.Int64  // WriteAt calls, failed ones included
+	gate       chan struct{} // if set, Sync waits until it is closed
+	held       atomic.Bool   // a Sync is waiting for gate
+}
+
+// holdNextSync makes the next Sync wait until the device is written
+// again (by someone else than the syncing batch, which has written
+// everything it syncs), or until a minute has passed. The returned
+// function reports whether that write came.
+func (f *faultDev) holdNextSync() (wroteWhileSyncing func() bool) {
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.gate = gate
+	f.mu.Unlock()
+	var came atomic.Bool
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		deadline := time.Now().Add(time.Minute)
+		for !f.held.Load() {
+			time.Sleep(time.Millisecond)
+		}
+		w0 := f.wrote.Load()
+		for time.Now().Before(deadline) && !came.Load() {
+			came.Store(f.wrote.Load() > w0)
+			time.Sleep(time.Millisecond)
+		}
+		f.mu.Lock()
+		f.gate = nil
+		f.mu.Unlock()
+		close(gate)
+	}()
+	return func() bool {
+		<-stop
+		return came.Load()
+	}
 }
 
 func (f *faultDev) arm(err error, writes, syncs, reads bool, after int) {
@@ -51,6 +88,7 @@ func (f *faultDev) failing(kind *bool) error {
 }
 
 func (f *faultDev) WriteAt(p []byte, off int64) (int, error) {
+	f.wrote.Add(1)
 	if err := f.failing(&f.writes); err != nil {
 		return 0, err
 	}
@@ -58,6 +96,13 @@ func (f *faultDev) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *faultDev) Sync() error {
+	f.mu.Lock()
+	g := f.gate
+	f.mu.Unlock()
+	if g != nil {
+		f.held.Store(true)
+		<-g
+	}
 	f.synced.Add(1)
 	if err := f.failing(&f.syncs); err != nil {
 		return err

@@ -159,6 +159,19 @@ func appendItems(t testing.TB, v *Vault, r *mrand.Rand, sizes ...int) map[uint64
 	if r == nil {
 		r = mrand.New(mrand.NewPCG(0, 0))
 	}
+	recs, items := makeItems(r, sizes...)
+	idx, err := v.Append(context.Background(), recs...)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	out := map[uint64]item{}
+	addItems(out, idx, items)
+	return out
+}
+
+// makeItems makes records of random bodies of the given sizes and what
+// checkItems expects of them.
+func makeItems(r *mrand.Rand, sizes ...int) ([]Record, []item) {
 	var recs []Record
 	var items []item
 	for _, n := range sizes {
@@ -167,15 +180,13 @@ func appendItems(t testing.TB, v *Vault, r *mrand.Rand, sizes ...int) map[uint64
 		recs = append(recs, Record{Type: TypeItem, Meta: meta, Body: bytes.NewReader(body)})
 		items = append(items, item{meta: meta, sum: sha256.Sum256(body), size: int64(n)})
 	}
-	idx, err := v.Append(context.Background(), recs...)
-	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	out := map[uint64]item{}
+	return recs, items
+}
+
+func addItems(m map[uint64]item, idx []uint64, items []item) {
 	for i, x := range idx {
-		out[x] = items[i]
+		m[x] = items[i]
 	}
-	return out
 }
 
 func checkItems(t testing.TB, v *Vault, items map[uint64]item) {

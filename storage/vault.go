@@ -551,62 +551,173 @@ func (v *Vault) active() []*drive {
 // while the quorum holds; below it Append returns ErrNoQuorum and nothing of
 // the batch is acknowledged.
 func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
+	var idx []uint64
+	next := func() ([]Record, error) {
+		if idx != nil {
+			return nil, io.EOF
+		}
+		idx = []uint64{}
+		return recs, nil
+	}
+	if err := v.AppendEach(ctx, next, func(i []uint64) error { idx = i; return nil }); err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
+
+// AppendEach appends a run of batches, each as Append appends one: next
+// gives the records of the next batch (io.EOF when there are no more) and
+// done gets each batch's record indexes, in order, once that batch is
+// durable on the write quorum. Each batch is written to the drives while
+// the one before it is synced and published, so the drives do not idle
+// through every fdatasync (a long rekey writes ~1.3× faster).
+//
+// A batch chains to the one before it (its first record's Prev, its
+// checkpoint's tree): when a batch fails, the one written after it fails
+// with it and nothing of either is acknowledged. An error from next or
+// done ends the run the same way once the batch in flight is settled.
+// Every batch given to done is durable. AppendEach holds the writers'
+// lock for its whole run: next and done must not call the vault's
+// writers, nor wait for a goroutine that does (a first read of a record
+// below those Open indexed is one: it loads the index).
+func (v *Vault) AppendEach(ctx context.Context, next func() ([]Record, error), done func(idx []uint64) error) error {
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
+	// Holding wmu, this goroutine and the batch it has in flight are the
+	// only ones to change the vault: the flight publishes under mu, and
+	// this goroutine reads what the flight changes (drive states, devices,
+	// superblocks) under mu.
+	if v.closed {
+		return ErrClosed
+	}
+	v.mu.Lock()
+	at := tip{n: v.size(), end: v.end}
+	var err error
+	if at.n > 0 {
+		var last recInfo
+		last, err = v.rec(at.n - 1)
+		at.leaf = last.leaf
+	}
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	var flight *staged // written, being made durable by durable
+	var landed chan error
+	// settle waits for the batch in flight, and hands it to done or
+	// drops it (and s, written after it, if any).
+	settle := func(s *staged) error {
+		var err error
+		if flight != nil {
+			f := flight
+			flight = nil
+			if err = <-landed; err != nil {
+				if s != nil {
+					v.drop(s)
+				}
+				v.drop(f)
+				return err
+			}
+			f.w.release()
+			err = done(f.idx)
+		}
+		if err != nil && s != nil {
+			v.drop(s)
+		}
+		return err
+	}
+	for {
+		recs, err := next()
+		if err != nil {
+			if serr := settle(nil); serr != nil {
+				return serr
+			}
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		s, err := v.stage(ctx, recs, at)
+		if serr := settle(s); serr != nil {
+			return serr // s is dropped
+		}
+		if err != nil {
+			if s != nil {
+				v.drop(s)
+			}
+			return err
+		}
+		// A drive that failed with the batch before fails this one too:
+		// failing closed its device, and every batch writes its last
+		// buffer (its checkpoint) when it commits.
+		flight, landed, at = s, make(chan error, 1), s.next
+		go func() { landed <- v.durable(s) }()
+	}
+}
+
+// tip is where a batch goes: its first record index, its offset, and the
+// leaf hash of the record before it.
+type tip struct {
+	n    uint64
+	end  int64
+	leaf tlog.Hash
+}
+
+// staged is a batch written to the drives (not yet durable).
+type staged struct {
+	w    *batchWriter
+	at   tip // where it begins
+	next tip // where the batch after it begins
+	idx  []uint64
+	recs []recInfo
+	ckpt []byte
+}
+
+func checkRecords(recs []Record) error {
 	if len(recs) == 0 || len(recs) > MaxBatch {
-		return nil, fmt.Errorf("storage: append: %d records, want 1..%d", len(recs), MaxBatch)
+		return fmt.Errorf("storage: append: %d records, want 1..%d", len(recs), MaxBatch)
 	}
 	for i, r := range recs {
 		if r.Type == 0 || r.Type == TypeCheckpoint {
-			return nil, fmt.Errorf("storage: append: record %d: type %v is not for callers", i, r.Type)
+			return fmt.Errorf("storage: append: record %d: type %v is not for callers", i, r.Type)
 		}
 		if len(r.Meta) > MaxMetaSize {
-			return nil, fmt.Errorf("storage: append: record %d: meta of %d bytes exceeds %d", i, len(r.Meta), MaxMetaSize)
+			return fmt.Errorf("storage: append: record %d: meta of %d bytes exceeds %d", i, len(r.Meta), MaxMetaSize)
 		}
 	}
-	// Holding wmu, this goroutine is the only one to change the vault:
-	// it reads the state freely and takes mu only to change it.
-	if v.closed {
-		return nil, ErrClosed
-	}
-	act := v.active()
-	if len(act) < v.o.WriteQuorum {
-		return nil, fmt.Errorf("%w: %d of %d needed", ErrNoQuorum, len(act), v.o.WriteQuorum)
+	return nil
+}
+
+// stage writes recs and their checkpoint at at. The caller holds wmu. On
+// failure, a batch it returns has writes in flight: the caller drops it.
+func (v *Vault) stage(ctx context.Context, recs []Record, at tip) (*staged, error) {
+	if err := checkRecords(recs); err != nil {
+		return nil, err
 	}
 	aead, err := v.aead(v.o.KeyEpoch)
 	if err != nil {
 		return nil, err
 	}
-	n0 := v.size()
 	// The batch's resume point, which its checkpoint record carries.
-	fr0, err := v.tree.frontierAt(n0)
+	fr0, err := v.tree.frontierAt(at.n)
 	if err != nil {
 		return nil, err
 	}
-	rp := resume{index: n0, off: v.end, fr: fr0}
-	prev := tlog.Hash{}
-	if n0 > 0 {
-		v.mu.Lock()
-		last, err := v.rec(n0 - 1)
-		v.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		prev = last.leaf
+	rp := resume{index: at.n, off: at.end, fr: fr0}
+	v.mu.Lock()
+	act := v.active()
+	var w *batchWriter
+	if len(act) >= v.o.WriteQuorum {
+		w = newBatchWriter(act, at.end, v.o.WriteQuorum)
 	}
-	w := newBatchWriter(act, v.end, v.o.WriteQuorum)
-	defer w.release()
-	var newRecs []recInfo
-	abort := func(err error) ([]uint64, error) {
-		w.wait()
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		v.tree.truncate(n0)
-		v.markFailed(w)
-		return nil, err
+	v.mu.Unlock()
+	if w == nil {
+		return nil, fmt.Errorf("%w: %d of %d needed", ErrNoQuorum, len(act), v.o.WriteQuorum)
 	}
+	s := &staged{w: w, at: at, idx: make([]uint64, len(recs))}
+	prev := at.leaf
 	// The tree takes the batch's leaves as they come (readers never look
-	// past size, which moves only at the end).
+	// past size, which moves only when the batch is durable).
 	add := func(h *Header) error {
 		leaf := h.leafHash()
 		v.mu.Lock()
@@ -615,54 +726,63 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 		if err != nil {
 			return err
 		}
-		newRecs = append(newRecs, recInfo{off: h.Offset, len: h.RecordLen(), leaf: leaf, typ: h.Type, epoch: h.KeyEpoch})
+		s.recs = append(s.recs, recInfo{off: h.Offset, len: h.RecordLen(), leaf: leaf, typ: h.Type, epoch: h.KeyEpoch})
 		prev = leaf
 		return nil
 	}
-	idx := make([]uint64, len(recs))
 	for i, r := range recs {
-		h := &Header{Type: r.Type, Index: n0 + uint64(i), KeyEpoch: v.o.KeyEpoch, MetaLen: uint32(len(r.Meta)), Prev: prev}
+		h := &Header{Type: r.Type, Index: at.n + uint64(i), KeyEpoch: v.o.KeyEpoch, MetaLen: uint32(len(r.Meta)), Prev: prev}
 		if _, err := rand.Read(h.Nonce[:]); err != nil {
-			return abort(err)
+			return s, err
 		}
 		body := r.Body
 		if body == nil {
 			body = bytes.NewReader(nil)
 		}
 		if err := writeEncrypted(ctx, w, h, aead, v.vaultID, r.Meta, body); err != nil {
-			return abort(fmt.Errorf("storage: append: record %d: %w", i, err))
+			return s, fmt.Errorf("storage: append: record %d: %w", i, err)
 		}
 		if err := add(h); err != nil {
-			return abort(err)
+			return s, err
 		}
-		idx[i] = h.Index
+		s.idx[i] = h.Index
 	}
-	size := n0 + uint64(len(recs))
+	size := at.n + uint64(len(recs))
 	root, err := tlog.TreeHash(int64(size), v.tree)
 	if err != nil {
-		return abort(err)
+		return s, err
 	}
 	msg, err := signCheckpoint(Checkpoint{Origin: v.o.Origin, Size: size, Hash: root}, v.o.Signer)
 	if err != nil {
-		return abort(err)
+		return s, err
 	}
 	ch := &Header{Type: TypeCheckpoint, Flags: FlagClear, Index: size, Prev: prev}
 	if err := writeClear(w, ch, rp.encode(), msg); err != nil {
-		return abort(err)
+		return s, err
 	}
 	if err := add(ch); err != nil {
-		return abort(err)
+		return s, err
 	}
+	s.ckpt = msg
+	s.next = tip{n: size + 1, end: w.pos(), leaf: prev}
+	return s, nil
+}
+
+// durable syncs a staged batch and, once it is on the write quorum,
+// publishes it and writes the superblocks that name it. It changes
+// nothing when the batch fails.
+func (v *Vault) durable(s *staged) error {
+	w := s.w
 	w.commit()
 	if w.live() < v.o.WriteQuorum {
-		return abort(fmt.Errorf("%w: %d of %d drives hold the batch: %w", ErrNoQuorum, w.live(), v.o.WriteQuorum, w.errs()))
+		return fmt.Errorf("%w: %d of %d drives hold the batch: %w", ErrNoQuorum, w.live(), v.o.WriteQuorum, w.errs())
 	}
 	crashpoint.Hit("storage.append")
 	// Durable on the quorum: publish, then acknowledge.
 	v.mu.Lock()
-	v.recs = append(v.recs, newRecs...)
-	v.end = w.pos()
-	v.ckpt = msg
+	v.recs = append(v.recs, s.recs...)
+	v.end = s.next.end
+	v.ckpt = s.ckpt
 	v.markFailed(w)
 	var held []*drive
 	for _, t := range w.ts {
@@ -676,7 +796,19 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 	v.mu.Lock()
 	v.installSuperblocks(held, sbs)
 	v.mu.Unlock()
-	return idx, nil
+	return nil
+}
+
+// drop abandons a batch that did not become durable: it waits for its
+// writes, takes its leaves out of the tree and fails the drives that
+// failed it. Batches are dropped newest first.
+func (v *Vault) drop(s *staged) {
+	s.w.wait()
+	v.mu.Lock()
+	v.tree.truncate(s.at.n)
+	v.markFailed(s.w)
+	v.mu.Unlock()
+	s.w.release()
 }
 
 func (v *Vault) markFailed(w *batchWriter) {
