@@ -33,7 +33,7 @@ func TestBenchRekey(t *testing.T) {
 	testenv.RequireTool(t, "dd", "coreutils")
 	const items, size = 48, 2 << 20
 	const amount = items * size
-	const rounds = 5
+	const rounds = 7
 	e := newVaultImages(t, (amount*(rounds+2))+(64<<20), true)
 	contents := map[string][]byte{}
 	for i := range items {
