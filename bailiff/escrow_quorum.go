@@ -1,6 +1,7 @@
 package bailiff
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -320,7 +321,9 @@ type Rotation struct {
 	Old    *Escrow
 	New    *Escrow
 	oldKey *packet.PrivateKey // the old escrow key's ECDH subkey
+	fast   *fastKey           // the same, for crypto/ecdh (nil: not P-521)
 	newEnc *packet.PublicKey
+	now    time.Time
 	cfg    *packet.Config
 }
 
@@ -366,7 +369,7 @@ func (q *EscrowQuorum) Rotate(esc *Escrow, r *Roster) (*Rotation, error) {
 		wipePriv(old)
 		return nil, errors.New("bailiff: rotation: the new escrow key has no valid encryption key")
 	}
-	return &Rotation{Old: esc, New: ne, oldKey: old, newEnc: enc.PublicKey, cfg: config(now)}, nil
+	return &Rotation{Old: esc, New: ne, oldKey: old, fast: newFastSubkey(old), newEnc: enc.PublicKey, now: now, cfg: config(now)}, nil
 }
 
 // ecdhSubkey reads the ECDH subkey's private key packet from an escrow's
@@ -412,7 +415,7 @@ func (e *Escrow) Rewrappable() error {
 // Close wipes the old escrow private key.
 func (rot *Rotation) Close() {
 	wipePriv(rot.oldKey)
-	rot.oldKey = nil
+	rot.oldKey, rot.fast = nil, nil
 }
 
 // String describes the rotation without its secret.
@@ -430,7 +433,23 @@ func (rot *Rotation) Rewrap(item io.Reader) (io.Reader, error) {
 	if rot.oldKey == nil {
 		return nil, errors.New("bailiff: rewrap: rotation closed")
 	}
-	p, err := readPacket(item)
+	// The key packet SealItem writes (ECDH P-521, AES-256) is opened and
+	// written with crypto/ecdh (see fastopen.go and ecdhkey.go); any
+	// other, or one that does not open there, goes through go-crypto.
+	br := bufio.NewReaderSize(item, 1024)
+	if rot.fast != nil {
+		peek, _ := br.Peek(512)
+		if n, key := rot.fast.sessionKey(peek); key != nil {
+			head, err := keyPacket(rot.newEnc, key, true, rot.now)
+			clear(key)
+			if err != nil {
+				return nil, fmt.Errorf("bailiff: rewrap: writing the new key packet: %w", err)
+			}
+			br.Discard(n)
+			return withData(head, br)
+		}
+	}
+	p, err := readPacket(br)
 	if err != nil {
 		return nil, fmt.Errorf("bailiff: rewrap: reading the key packet: %s", sanitize(err))
 	}
@@ -445,12 +464,17 @@ func (rot *Rotation) Rewrap(item io.Reader) (io.Reader, error) {
 	if ek.CipherFunc != packet.CipherAES256 {
 		return nil, fmt.Errorf("bailiff: rewrap: item cipher %d is not AES-256; re-encrypt instead (algorithm upgrade)", ek.CipherFunc)
 	}
-	var head bytes.Buffer
-	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&head, rot.newEnc, ek.CipherFunc, false, ek.Key, true, rot.cfg); err != nil {
+	var b bytes.Buffer
+	if err := packet.SerializeEncryptedKeyAEADwithHiddenOption(&b, rot.newEnc, ek.CipherFunc, false, ek.Key, true, rot.cfg); err != nil {
 		return nil, fmt.Errorf("bailiff: rewrap: writing the new key packet: %w", err)
 	}
-	// What follows must be the SEIPD packet (tag 18, new format), copied
-	// as is.
+	return withData(b.Bytes(), br)
+}
+
+// withData returns the new key packet followed by the item's encrypted
+// data packet, which must come next in item (tag 18, new format) and is
+// copied as is.
+func withData(head []byte, item io.Reader) (io.Reader, error) {
 	var tag [1]byte
 	if _, err := io.ReadFull(item, tag[:]); err != nil {
 		return nil, fmt.Errorf("bailiff: rewrap: no encrypted data after the key packet: %w", err)
@@ -458,11 +482,9 @@ func (rot *Rotation) Rewrap(item io.Reader) (io.Reader, error) {
 	if tag[0] != 0xc0|18 {
 		return nil, fmt.Errorf("bailiff: rewrap: packet 0x%02x after the key packet is not a SEIPD packet", tag[0])
 	}
-	head.WriteByte(tag[0])
-	return io.MultiReader(&head, item), nil
+	return io.MultiReader(bytes.NewReader(head), bytes.NewReader(tag[:]), item), nil
 }
 
-// readPacket reads one OpenPGP packet, turning a parser panic into an error.
 // sameKeyPacket reports whether the first packet of secret is a secret key
 // packet whose public part is the first packet of public, a public key
 // packet.

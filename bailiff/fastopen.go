@@ -49,26 +49,40 @@ func newFastKey(e *openpgp.Entity) *fastKey {
 		if s.PrivateKey == nil || s.PublicKey.PubKeyAlgo != packet.PubKeyAlgoECDH || s.PublicKey.Version != 4 {
 			continue
 		}
-		if c, err := s.PublicKey.Curve(); err != nil || c != packet.CurveNistP521 {
-			continue
-		}
-		k, ok := s.PrivateKey.PrivateKey.(*pecdh.PrivateKey)
-		if !ok || len(k.D) == 0 || len(k.D) > 66 {
-			continue
-		}
-		d := make([]byte, 66)
-		copy(d[66-len(k.D):], k.D)
-		priv, err := ecdh.P521().NewPrivateKey(d)
-		clear(d)
-		if err != nil || found != nil {
+		fk := newFastSubkey(s.PrivateKey)
+		if fk == nil || found != nil {
 			return nil // unusable, or two candidate subkeys: leave it to go-crypto
 		}
-		found = &fastKey{priv: priv, fingerprint: bytes.Clone(s.PublicKey.Fingerprint), keyID: s.PublicKey.KeyId, hashID: k.KDF.Hash.Id(), cipherID: k.KDF.Cipher.Id()}
-	}
-	if found == nil || found.hashID != 10 || found.cipherID != 9 { // SHA-512, AES-256
-		return nil
+		found = fk
 	}
 	return found
+}
+
+// newFastSubkey prepares one ECDH P-521 private subkey (KDF SHA-512,
+// AES-256), or returns nil when it is not of that shape.
+func newFastSubkey(s *packet.PrivateKey) *fastKey {
+	if s == nil || s.PubKeyAlgo != packet.PubKeyAlgoECDH || s.Version != 4 {
+		return nil
+	}
+	if c, err := s.Curve(); err != nil || c != packet.CurveNistP521 {
+		return nil
+	}
+	k, ok := s.PrivateKey.(*pecdh.PrivateKey)
+	if !ok || len(k.D) == 0 || len(k.D) > 66 || k.KDF.Hash == nil || k.KDF.Cipher == nil {
+		return nil
+	}
+	d := make([]byte, 66)
+	copy(d[66-len(k.D):], k.D)
+	priv, err := ecdh.P521().NewPrivateKey(d)
+	clear(d)
+	if err != nil {
+		return nil
+	}
+	fk := &fastKey{priv: priv, fingerprint: bytes.Clone(s.Fingerprint), keyID: s.KeyId, hashID: k.KDF.Hash.Id(), cipherID: k.KDF.Cipher.Id()}
+	if fk.hashID != 10 || fk.cipherID != 9 { // SHA-512, AES-256
+		return nil
+	}
+	return fk
 }
 
 // openItemFast opens an item with the escrow key, through the fast key
