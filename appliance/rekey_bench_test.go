@@ -102,7 +102,7 @@ func TestBenchRekey(t *testing.T) {
 	}
 	benchrow.Record(t, benchrow.Row{Name: "reencap: record-layer rekey (kind 1) vs dd read + write of the same drives", Ours: medianOf(ours),
 		Peer: "dd read of one drive, then dd oflag=direct write to 4 in parallel", PeerValue: medianOf(peer), Unit: "MB/s", Goal: 0.7, HigherIsBetter: true,
-		Note: fmt.Sprintf("%d items of %d MiB, 4 drive images, batches of up to 32 MiB read ahead while the previous one is written; medians of %d interleaved rounds (round ratios %s)",
+		Note: fmt.Sprintf("%d items of %d MiB, 4 drive images, batches of up to 32 MiB read ahead, each written while the one before it syncs; medians of %d interleaved rounds (round ratios %s)",
 			items, size>>20, rounds, strings.Join(ratios, ", "))})
 }
 

@@ -570,7 +570,7 @@ func (v *Vault) Append(ctx context.Context, recs ...Record) ([]uint64, error) {
 // done gets each batch's record indexes, in order, once that batch is
 // durable on the write quorum. Each batch is written to the drives while
 // the one before it is synced and published, so the drives do not idle
-// through every fdatasync (a long rekey writes ~1.3× faster).
+// through every fdatasync (a long rekey writes ~1.2× faster).
 //
 // A batch chains to the one before it (its first record's Prev, its
 // checkpoint's tree): when a batch fails, the one written after it fails
