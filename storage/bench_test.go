@@ -402,9 +402,7 @@ func TestBenchPeakMemory(t *testing.T) {
 		t.Fatalf("get: %d %v", n, err)
 	}
 	v.Close()
-	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-		t.Fatalf("audit: %v %s", err, rep)
-	}
+	auditOK(t, k, paths)
 	close(stop)
 	wg.Wait()
 	ours := float64(peak.Load() - min(peak.Load(), base.HeapInuse))

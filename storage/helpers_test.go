@@ -207,6 +207,14 @@ func checkItems(t testing.TB, v *Vault, items map[uint64]item) {
 	}
 }
 
+// auditOK checks that the drives at paths audit clean.
+func auditOK(t testing.TB, k *testKeys, paths []string) {
+	t.Helper()
+	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
+		t.Fatalf("audit: %v %s", err, rep)
+	}
+}
+
 // replicasEqual checks that every active drive holds the same bytes over
 // the vault log.
 func replicasEqual(t testing.TB, paths []string) {

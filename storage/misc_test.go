@@ -153,7 +153,5 @@ func TestDivergedDriveQuarantinedThenSynced(t *testing.T) {
 	checkItems(t, v, items)
 	v.Close()
 	replicasEqual(t, paths)
-	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-		t.Fatalf("audit: %v %s", err, rep)
-	}
+	auditOK(t, k, paths)
 }

@@ -128,9 +128,7 @@ func TestOpenReadsOnlyTheTail(t *testing.T) {
 		}
 		v.Close()
 		replicasEqual(t, paths)
-		if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-			t.Fatalf("audit: %v %s", err, rep)
-		}
+		auditOK(t, k, paths)
 	}
 	if read[0] != read[1] {
 		t.Fatalf("open read %d bytes with 20 batches and %d with 400: want the same", read[0], read[1])
@@ -185,9 +183,7 @@ func TestOpenSkipsOldDamage(t *testing.T) {
 		}
 	}
 	v.Close()
-	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-		t.Fatalf("audit after scrub: %v %s", err, rep)
-	}
+	auditOK(t, k, paths)
 	replicasEqual(t, paths)
 }
 
@@ -219,9 +215,7 @@ func TestOpenCatchesUpAnOldDrive(t *testing.T) {
 	checkItems(t, v, items)
 	v.Close()
 	replicasEqual(t, paths)
-	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-		t.Fatalf("audit: %v %s", err, rep)
-	}
+	auditOK(t, k, paths)
 
 	// The same drive returning to a running vault: AddDrive recognises it
 	// from its last batch, without reading the vault's index.
@@ -244,9 +238,7 @@ func TestOpenCatchesUpAnOldDrive(t *testing.T) {
 	checkItems(t, v, items)
 	v.Close()
 	replicasEqual(t, paths)
-	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-		t.Fatalf("audit: %v %s", err, rep)
-	}
+	auditOK(t, k, paths)
 }
 
 // TestProofsWithoutIndex: inclusion proofs of records appended after an

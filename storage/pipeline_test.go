@@ -110,9 +110,7 @@ func TestAppendEach(t *testing.T) {
 	}
 	checkItems(t, v, items)
 	v.Close()
-	if rep, err := Audit(paths, AuditOptions{Verifier: k.verifier}); err != nil || !rep.OK {
-		t.Fatalf("audit: %v %+v", err, rep)
-	}
+	auditOK(t, k, paths)
 	replicasEqual(t, paths)
 }
 
