@@ -152,11 +152,15 @@ func makeEscrow(userID string, r *Roster, now time.Time, version int) (*Escrow, 
 	}
 	// The P-521 key's pair-wise check and the re-read of its public key
 	// (which parses a copy, sharing nothing with key) run side by side;
-	// nothing is used before both passed.
+	// nothing is used before both passed. The re-read verifies the key's
+	// two self-signatures, made by its private key, with its public key
+	// as parsed back from the bytes: that is the sign/verify half of the
+	// check, so only the encrypt/decrypt half runs here (a rotation makes
+	// one key per user; two P-521 scalar multiplications less each).
 	var pairErr error
 	var pair sync.WaitGroup
 	if version == 1 {
-		pair.Go(func() { pairErr = pairwiseCheck(key, now) })
+		pair.Go(func() { pairErr = pairwiseEncrypt(key, now) })
 	}
 	e.pub, err = parseEscrowPublic(version, e.Public, now)
 	pair.Wait()

@@ -114,32 +114,39 @@ func generateP521Entity(name, email string, now time.Time) (*openpgp.Entity, err
 // The two halves are independent and run side by side (each is a few P-521
 // scalar multiplications).
 func pairwiseCheck(e *openpgp.Entity, now time.Time) error {
-	msg := []byte("coffre pairwise check")
 	var signErr error
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		var sig bytes.Buffer
-		if err := openpgp.DetachSign(&sig, e, bytes.NewReader(msg), config(now)); err != nil {
-			signErr = fmt.Errorf("bailiff: pairwise check: sign: %w", err)
-			return
-		}
-		if _, err := openpgp.CheckDetachedSignature(openpgp.EntityList{e}, bytes.NewReader(msg), &sig, nil); err != nil {
-			signErr = fmt.Errorf("bailiff: pairwise check: verify: %w", err)
-		}
-	})
-	encErr := func() error {
-		var ct bytes.Buffer
-		if err := encryptBytes(&ct, e, msg, false, now); err != nil {
-			return fmt.Errorf("bailiff: pairwise check: encrypt: %w", err)
-		}
-		pt, err := decryptBytes(&ct, openpgp.EntityList{e}, 1<<10)
-		if err != nil || !bytes.Equal(pt, msg) {
-			return fmt.Errorf("bailiff: pairwise check: decrypt failed: %v", err)
-		}
-		return nil
-	}()
+	wg.Go(func() { signErr = pairwiseSign(e, now) })
+	encErr := pairwiseEncrypt(e, now)
 	wg.Wait()
 	return errors.Join(signErr, encErr)
+}
+
+var pairwiseMsg = []byte("coffre pairwise check")
+
+// pairwiseSign is the sign/verify half of pairwiseCheck.
+func pairwiseSign(e *openpgp.Entity, now time.Time) error {
+	var sig bytes.Buffer
+	if err := openpgp.DetachSign(&sig, e, bytes.NewReader(pairwiseMsg), config(now)); err != nil {
+		return fmt.Errorf("bailiff: pairwise check: sign: %w", err)
+	}
+	if _, err := openpgp.CheckDetachedSignature(openpgp.EntityList{e}, bytes.NewReader(pairwiseMsg), &sig, nil); err != nil {
+		return fmt.Errorf("bailiff: pairwise check: verify: %w", err)
+	}
+	return nil
+}
+
+// pairwiseEncrypt is the encrypt/decrypt half of pairwiseCheck.
+func pairwiseEncrypt(e *openpgp.Entity, now time.Time) error {
+	var ct bytes.Buffer
+	if err := encryptBytes(&ct, e, pairwiseMsg, false, now); err != nil {
+		return fmt.Errorf("bailiff: pairwise check: encrypt: %w", err)
+	}
+	pt, err := decryptBytes(&ct, openpgp.EntityList{e}, 1<<10)
+	if err != nil || !bytes.Equal(pt, pairwiseMsg) {
+		return fmt.Errorf("bailiff: pairwise check: decrypt failed: %v", err)
+	}
+	return nil
 }
 
 // checkP521Public checks an entity is a v4 key with an ECDSA P-521 primary
