@@ -372,23 +372,13 @@ func (a *Appliance) commitGroup(ctx context.Context, group []*commitReq) {
 	var recs []storage.Record
 	var all []pending
 	for _, r := range group {
-		var rs []storage.Record
-		for _, p := range r.ps {
-			mb, err := catalog.EncodeMeta(p.meta)
-			if err != nil {
-				r.err = err // only this caller's batch is malformed
-				break
-			}
-			body := p.body
-			if body == nil {
-				body = bytes.NewReader(nil)
-			}
-			rs = append(rs, storage.Record{Type: p.typ, Meta: mb, Body: body})
+		rs, err := storageRecords(r.ps)
+		if err != nil {
+			r.err = err // only this caller's batch is malformed
+			continue
 		}
-		if r.err == nil {
-			recs = append(recs, rs...)
-			all = append(all, r.ps...)
-		}
+		recs = append(recs, rs...)
+		all = append(all, r.ps...)
 	}
 	if len(recs) == 0 {
 		finish(nil)
@@ -408,6 +398,20 @@ func (a *Appliance) commitGroup(ctx context.Context, group []*commitReq) {
 	}
 	a.indexAppended(all, idx)
 	finish(nil)
+}
+
+// storageRecords encodes the metas of a batch for the drives (storage
+// takes a nil body as empty).
+func storageRecords(ps []pending) ([]storage.Record, error) {
+	recs := make([]storage.Record, len(ps))
+	for i, p := range ps {
+		mb, err := catalog.EncodeMeta(p.meta)
+		if err != nil {
+			return nil, err
+		}
+		recs[i] = storage.Record{Type: p.typ, Meta: mb, Body: p.body}
+	}
+	return recs, nil
 }
 
 // lockAppend takes appendMu, telling a run of commitEach that a caller
@@ -460,17 +464,9 @@ func (a *Appliance) commitEach(ctx context.Context, next func() ([]pending, erro
 			if err != nil {
 				return nil, err
 			}
-			recs := make([]storage.Record, len(ps))
-			for i, p := range ps {
-				mb, err := catalog.EncodeMeta(p.meta)
-				if err != nil {
-					return nil, err
-				}
-				body := p.body
-				if body == nil {
-					body = bytes.NewReader(nil)
-				}
-				recs[i] = storage.Record{Type: p.typ, Meta: mb, Body: body}
+			recs, err := storageRecords(ps)
+			if err != nil {
+				return nil, err
 			}
 			queue = append(queue, ps)
 			return recs, nil
